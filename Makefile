@@ -1,0 +1,32 @@
+# Standalone install and test. Inside ComfyUI, use requirements.txt instead:
+# ComfyUI brings its own torch.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch/torchvision are installed here, never declared as package dependencies.
+TORCH_PKGS ?= torch torchvision
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-run the editable install only when the packaging metadata changes.
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.txt
+	@$(BIN)/python -c "import torch, torchvision" 2>/dev/null || \
+	  { echo "installing $(TORCH_PKGS) (not importable in $(VENV))"; $(BIN)/python -m pip install -q $(TORCH_PKGS); }
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m benchmarks.bench_edict
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,11 @@
+"""IQA-MAP: NR-IQA models as natural-image priors for MAP enhancement in diffusion latents.
+
+ComfyUI loads this folder as a custom-node pack (under whatever folder name it
+was cloned to); ``pip install -e .`` exposes the same folder as the library
+``iqa_map``. Nothing here imports ComfyUI: the node modules import it lazily,
+so ``import iqa_map.core`` works in any Python.
+"""
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__version__ = "0.1.0"
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,49 @@
+"""Autograd plumbing shared by the samplers and the MAP loop.
+
+ComfyUI runs every node under ``torch.inference_mode()``; tensors made there
+can neither require grad nor be saved for backward. The core switches it off
+itself so no caller has to.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+
+def usable(t: torch.Tensor) -> torch.Tensor:
+    """A normal (non-inference) tensor with the same values; call outside inference mode."""
+    return t.clone() if torch.is_tensor(t) and t.is_inference() else t
+
+
+@contextlib.contextmanager
+def autograd_on():
+    """Leave inference mode and enable grad for the duration."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def outside_inference_mode(fn):
+    """Run ``fn`` with inference mode off (grad mode untouched) and its tensor args made usable."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            args = tuple(_usable_tree(a) for a in args)
+            kwargs = {k: _usable_tree(v) for k, v in kwargs.items()}
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _usable_tree(v):
+    if torch.is_tensor(v):
+        return usable(v)
+    if isinstance(v, tuple):
+        return tuple(_usable_tree(x) for x in v)
+    if isinstance(v, list):
+        return [_usable_tree(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _usable_tree(x) for k, x in v.items()}
+    return v

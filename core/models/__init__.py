@@ -1,0 +1,6 @@
+"""Diffusion models behind one denoiser interface (:class:`Denoiser`)."""
+from .base import Denoiser, karras_sigmas
+from .diffusers_adapter import DiffusersDenoiser, from_diffusers
+from .network import NetworkDenoiser, from_denoiser
+
+__all__ = ["Denoiser", "DiffusersDenoiser", "NetworkDenoiser", "from_diffusers", "from_denoiser", "karras_sigmas"]

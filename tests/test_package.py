@@ -1,0 +1,59 @@
+"""Packaging rules: loads under any folder name, core never imports ComfyUI, no torch pin."""
+import ast
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+
+from .conftest import REPO
+
+
+def test_core_import_does_not_import_comfyui():
+    code = ("import sys, iqa_map.core.edict, iqa_map.core.models, iqa_map.core.ddim; "
+            "bad = [m for m in sys.modules if m == 'comfy' or m.startswith('comfy.') or m == 'folder_paths']; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+def test_pack_loads_under_any_folder_name(tmp_path):
+    """ComfyUI imports custom_nodes/<folder>/__init__.py with the folder name as module name."""
+    dest = tmp_path / "ComfyUI-IQA-MAP-main"
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".venv", ".git", "out", "runs", "__pycache__"))
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('ComfyUI-IQA-MAP-main', r'{dest / '__init__.py'}',"
+        f" submodule_search_locations=[r'{dest}'])\n"
+        "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)\n"
+        "assert isinstance(mod.NODE_CLASS_MAPPINGS, dict)\n"
+        "assert 'iqa_map' not in sys.modules, 'the pack must not import itself by its library name'\n"
+        "edict = sys.modules['ComfyUI-IQA-MAP-main'].__name__\n"
+        "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.edict')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def _self_imports(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "iqa_map":
+            yield node.lineno
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "iqa_map" for a in node.names):
+            yield node.lineno
+
+
+def test_no_absolute_self_imports():
+    files = [REPO / "__init__.py"] + [p for sub in ("core", "nodes", "training") for p in (REPO / sub).rglob("*.py")]
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in files for n in _self_imports(p)]
+    assert not offenders, f"use relative imports inside the pack: {offenders}"
+
+
+def test_torch_is_not_a_declared_dependency():
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = meta["project"]["dependencies"] + [
+        line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert not names & {"torch", "torchvision", "torchaudio"}
+    assert {"diffusers", "pyiqa", "safetensors", "numpy"} <= names
+    assert importlib.util.find_spec("iqa_map") is not None
