@@ -25,6 +25,9 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+demo: install
+	$(BIN)/python -m iqa_map demo --output out/demo
+
 bench: install
 	$(BIN)/python -m benchmarks.bench_edict
 

@@ -63,6 +63,9 @@ def one_gradient(den, pair, sig, cond, mode):
     return edict.value_and_grad(den, pair, sig, lambda a, b: (a * a).mean() + b.mean(), cond=cond, grad=mode)
 
 
+rss_growth: dict = {}
+
+
 def measure_memory(args, mode: str, steps: int) -> int:
     """Peak extra bytes of one call, in a fresh process."""
     cmd = [sys.executable, "-m", "benchmarks.bench_edict", "--child", mode, str(steps),
@@ -70,7 +73,10 @@ def measure_memory(args, mode: str, steps: int) -> int:
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
-    return int(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    if args.device != "cuda":
+        rss_growth[f"{mode}@{steps}"] = int(lines[-2])
+    return int(lines[-1])
 
 
 def child(args, mode: str, steps: int) -> None:
@@ -88,9 +94,22 @@ def child(args, mode: str, steps: int) -> None:
         torch.cuda.synchronize()
         print(torch.cuda.max_memory_allocated() - base)
         return
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    one_gradient(den, pair, sig, cond, mode)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+    # CPU: peak of live tensor bytes from the profiler's allocation trace (the CPU analogue of
+    # max_memory_allocated; peak RSS also counts allocator caching and is printed alongside).
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        one_gradient(den, pair, sig, cond, mode)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+    with tempfile.TemporaryDirectory() as d:
+        prof.export_chrome_trace(f"{d}/trace.json")
+        events = json.load(open(f"{d}/trace.json"))["traceEvents"]
+    peak = max((e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"), default=0)
+    print(rss)
+    print(peak)
 
 
 def timed(den, pair, sig, cond, mode, device) -> float:
@@ -138,6 +157,9 @@ def main(argv=None) -> None:
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "torch": torch.__version__,
         "peak_extra_bytes": mem,
+        "memory_measure": "max_memory_allocated growth" if args.device == "cuda" else
+                          "peak live tensor bytes (torch.profiler allocation trace)",
+        "peak_rss_growth_bytes": rss_growth or None,
         "memory_ratio_reversible_50_vs_5": mem["reversible@50"] / max(mem["reversible@5"], 1),
         "memory_ratio_autograd_20_vs_5": mem["autograd@20"] / max(mem["autograd@5"], 1),
         "time_steps": args.time_steps, "seconds": best,

@@ -189,8 +189,8 @@ def test_fit_calibration_on_folder_is_saved_and_reused(tmp_path):
     again = priors.load("brisque", weights_dir=tmp_path / "w")
     assert again.calibration == cal
     assert priors.load("brisque").calibration != cal  # shipped defaults untouched
-    from iqa_map.core.priors.__main__ import main
-    assert main(["calibrate", "brisque", str(folder), "--weights-dir", str(tmp_path / "cli")]) == 0
+    from iqa_map.cli import main
+    assert main(["calibrate", str(folder), "--prior", "brisque", "--weights-dir", str(tmp_path / "cli")]) == 0
     assert priors.load("brisque", weights_dir=tmp_path / "cli").calibration == cal
 
 

@@ -84,13 +84,22 @@ class Denoiser:
         full = self._full_sigmas(total).to(torch.float64)
         return full[-(keep + 1):].clone()
 
+    #: The wrapped network, if any: ``device``, ``dtype`` and ``to`` follow it.
+    network: Optional[torch.nn.Module] = None
+
+    def to(self, device=None, dtype=None) -> "Denoiser":
+        """Move/cast the network (e.g. ``dtype=torch.float64`` for exactness checks); returns self."""
+        if self.network is not None:
+            self.network.to(device=device, dtype=dtype)
+        return self
+
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu")
+        return module_device_dtype(self.network)[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.float32
+        return module_device_dtype(self.network)[1]
 
 
 def _as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ class DiffusersDenoiser(Denoiser):
         final_ac = self.scheduler.final_alpha_cumprod.to(torch.float64)
         self.final_sigma = float(((1 - final_ac) / final_ac).sqrt())
         super().__init__(float(self.train_sigmas[0]), float(self.train_sigmas[-1]))
-        self.unet = unet
+        self.unet = self.network = unet
         self.guidance = float(guidance)
         self.conditional = hasattr(getattr(unet, "config", None), "cross_attention_dim") and \
             getattr(unet.config, "cross_attention_dim", None) is not None
@@ -102,14 +102,6 @@ class DiffusersDenoiser(Denoiser):
         # Unconditional UNet2DModel; a class-conditional one takes its labels as cond.
         kw = {"class_labels": context} if context is not None else {}
         return self.unet(x, t, **kw).sample
-
-    @property
-    def device(self) -> torch.device:
-        return module_device_dtype(self.unet)[0]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return module_device_dtype(self.unet)[1]
 
 
 def _split_cond(cond) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], dict]:

@@ -40,7 +40,7 @@ class NetworkDenoiser(Denoiser):
         self.a = (hi - lo) / 2.0
         self.b = lo + self.a
         super().__init__(sigma_min / self.a, sigma_max / self.a)
-        self.net = net
+        self.net = self.network = net
         self.sigma_input = sigma_input
         self.residual = residual
 
@@ -57,14 +57,6 @@ class NetworkDenoiser(Denoiser):
             out = self.net(x_net)
         den = x_net - out if self.residual else out
         return ((den - self.b) / self.a).to(x.dtype)
-
-    @property
-    def device(self) -> torch.device:
-        return module_device_dtype(self.net)[0]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return module_device_dtype(self.net)[1]
 
 
 def from_denoiser(

@@ -1,0 +1,340 @@
+"""Command line: ``iqa-map`` / ``python -m iqa_map``.
+
+    iqa-map enhance photo.jpg old_photos/ -o out/ --prior builtin --report out/report.json
+    iqa-map score photo.jpg --prior niqe --prior brisque
+    iqa-map calibrate my_photos/ --prior musiq --weights-dir ~/iqa-weights
+    iqa-map compare photo.jpg -o out/cmp --prior niqe --prior brisque --prior piqe
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _split_weight(spec: str, default: float | None = 1.0) -> tuple[str, float | None]:
+    name, sep, w = spec.rpartition(":")
+    if sep and name and _is_number(w):
+        return name, float(w)
+    return spec, default
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def build_prior(specs, weights_dir=None, device=None, fusion="mean"):
+    """One prior from ``--prior name[:weight]`` options (several are fused on calibrated scores)."""
+    from .core import priors
+
+    specs = specs or ["builtin"]
+    parsed = [_split_weight(s) for s in specs]
+    loaded = [(priors.load(n, weights_dir=weights_dir, device=device), w) for n, w in parsed]
+    if len(loaded) == 1:
+        return loaded[0][0]
+    return priors.fuse(loaded, mode=fusion)
+
+
+def _output_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create output folder {out}: {e.strerror}") from None
+    probe = out / ".iqa-map-write-test"
+    try:  # os.access lies for root and on some network filesystems: try it
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise CliError(f"output folder {out} is not writable: {e.strerror}") from None
+    return out
+
+
+def _inputs(items) -> list[Path]:
+    from .core.imageio import find_images
+
+    files = find_images(items)
+    if not files:
+        raise CliError("no input images found")
+    return files
+
+
+def cmd_enhance(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .core import map as mapping
+    from .core.imageio import load_image, save_image
+    from .core.models.loading import load_model
+
+    files = _inputs(args.inputs)
+    out = _output_dir(args.output)
+    todo = [f for f in files if args.force or not (out / f"{f.stem}_enhanced.png").exists()]
+    if len(todo) < len(files):
+        print(f"skipping {len(files) - len(todo)} image(s) already enhanced in {out} (use --force to redo)")
+    if not todo:
+        return 0
+    # Check every input before the slow part, so a bad file is reported at once.
+    valid, failed = [], 0
+    for f in todo:
+        try:
+            load_image(f)
+            valid.append(f)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    if not valid:
+        raise CliError("none of the inputs can be used")
+    prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
+    monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
+    model = load_model(args.model, device=args.device)
+    settings = _settings_from(args)
+    reports = {}
+    for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
+        img = load_image(f)
+        torch.manual_seed(args.seed)
+        bar = tqdm(total=settings.iterations + 1, desc=f.name, unit="it", leave=False)
+
+        def progress(info, bar=bar):
+            bar.set_postfix(score=f"{info['score']:.2f}", fid=f"{info['fidelity']:.4f}")
+            bar.update(1)
+
+        res = mapping.ascend(model.denoiser, img.to(model.denoiser.device), prior, settings, codec=model.codec, monitors=monitors, cond=model.cond, callback=progress)
+        bar.close()
+        dest = save_image(res.image, out / f"{f.stem}_enhanced.png", protect=files)
+        r = res.report
+        reports[str(f)] = {**r, "output": str(dest)}
+        print(f"{f.name}: {prior.name} {r['input_scores'][prior.name]:.3f} -> {r['output_scores'][prior.name]:.3f}, "
+              f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
+        for ev in r["events"]:
+            print(f"  note: {ev}")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(reports if len(reports) != 1 else next(iter(reports.values())),
+                                                indent=2, default=str))
+    return 1 if failed else 0
+
+
+def _settings_from(args, fidelity=None):
+    from .core import map as mapping
+
+    fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
+    return mapping.MapSettings(
+        steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
+        lr=args.lr, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
+        patience=args.patience, on_hack=getattr(args, "on_hack", "stop"))
+
+
+def _cal_or_native(prior, img):
+    """Calibrated 0-100 when available (comparable across priors), else the oriented native score."""
+    import torch
+
+    with torch.no_grad():
+        return float((prior.calibrated(img) if prior.calibration is not None or hasattr(prior, "priors")
+                      else prior(img))[0])
+
+
+def cmd_compare(args) -> int:
+    """One photo enhanced under each prior; contact sheet + cross-score matrix (optimised for A, scored by B)."""
+    from tqdm import tqdm
+
+    from .core import map as mapping
+    from .core import priors as P
+    from .core.imageio import load_image, save_image
+    from .core.models.loading import load_model
+    from .sheets import contact_sheet, same_size
+
+    if len(args.prior) < 2:
+        raise CliError("compare needs at least two --prior options")
+    img = load_image(args.input)
+    out = _output_dir(args.output)
+    loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
+    model = load_model(args.model, device=args.device)
+    settings = _settings_from(args)
+    results = {}
+    for prior in tqdm(loaded, desc="priors", unit="prior"):
+        res = mapping.ascend(model.denoiser, img.to(model.denoiser.device), prior, settings,
+                             codec=model.codec, cond=model.cond)
+        results[prior.name] = res.image
+        save_image(res.image, out / f"{args.input.stem}_{prior.name}.png", protect=[args.input])
+    names = [p.name for p in loaded]
+    matrix = {a: {b.name: _cal_or_native(b, results[a].to(b.device)) for b in loaded} for a in names}
+    matrix["input"] = {b.name: _cal_or_native(b, img.to(b.device)) for b in loaded}
+    tiles = same_size([img] + [results[n] for n in names])
+    labels = ["input\n" + " ".join(f"{b}={matrix['input'][b]:.1f}" for b in names)] + \
+             [f"optimised for {a}\n" + " ".join(f"{b}={matrix[a][b]:.1f}" for b in names) for a in names]
+    contact_sheet(tiles, labels, columns=min(len(tiles), 4)).save(out / f"{args.input.stem}_compare.png")
+    (out / f"{args.input.stem}_compare.json").write_text(json.dumps(
+        {"rows": "optimised for", "columns": "scored by", "scale": "calibrated 0-100 where available",
+         "matrix": matrix}, indent=2))
+    width = max(len(n) for n in names + ["optimised for"]) + 2
+    print("optimised for \\ scored by".ljust(width) + "".join(n[:12].rjust(13) for n in names))
+    for a in ["input"] + names:
+        print(a.ljust(width) + "".join(f"{matrix[a][b]:13.2f}" for b in names))
+    print(f"contact sheet: {out / (args.input.stem + '_compare.png')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.output), iterations=args.iterations, seed=args.seed)
+    return 0
+
+
+def cmd_score(args) -> int:
+    import torch
+
+    from .core import priors
+    from .core.imageio import load_image
+
+    files = _inputs(args.inputs)
+    names = args.prior or ["niqe", "brisque", "piqe"]
+    loaded = [priors.load(n, weights_dir=args.weights_dir, device=args.device) for n in names]
+    rows, failed = {}, 0
+    for f in files:
+        try:
+            img = load_image(f)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            rows[str(f)] = {p.name: {"native": float(p.native(img.to(p.device))[0]),
+                                     "calibrated": float(p.calibrated(img.to(p.device))[0])
+                                     if p.calibration is not None else None} for p in loaded}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("image\t" + "\t".join(f"{p.name}({'lower' if p.lower_better else 'higher'} better)" for p in loaded))
+        for f, r in rows.items():
+            print(Path(f).name + "\t" + "\t".join(f"{v['native']:.4f}" for v in r.values()))
+    return 1 if failed else 0
+
+
+def cmd_priors(args) -> int:
+    from .core import priors
+
+    print("\n".join(priors.available()))
+    print("also: ms-<name> (multi-scale), <arch>:<file.safetensors> with arch in "
+          + ", ".join(sorted(priors.local.ARCHS)))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .core import priors
+
+    prior = priors.load(args.prior, weights_dir=args.weights_dir, device=args.device)
+    save_to = args.save or args.weights_dir or os.environ.get(priors.ENV_VAR)
+    if not save_to:
+        raise CliError("say where to save the constants: --save FILE.json or --weights-dir DIR (or $IQA_MAP_WEIGHTS)")
+    cal = priors.fit_calibration(prior, args.folder, save_to=save_to)
+    print(f"{prior.name}: C={cal.C:.6g} S={cal.S:.6g} (saved to {save_to})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="iqa-map", description="NR-IQA priors for MAP photo enhancement in "
+                                 "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def map_options(p):
+        from .core.map import MapSettings
+
+        d = MapSettings()
+        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers folder> | <checkpoint>")
+        p.add_argument("--steps", type=int, default=d.steps, help="EDICT steps (default %(default)s)")
+        p.add_argument("--strength", type=float, default=d.strength,
+                       help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")
+        p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
+        p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "momentum"])
+        p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimiser's)")
+        p.add_argument("--fidelity", default=d.fidelity, metavar="NAME[:WEIGHT]",
+                       help="nlpd | mse | ssim | none, optional weight lambda (default %(default)s)")
+        p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")
+        p.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
+        p.add_argument("--seed", type=int, default=d.seed)
+
+    def common(p):
+        p.add_argument("--weights-dir", default=None,
+                       help="folder with pyiqa weight files and calibration constants (default $IQA_MAP_WEIGHTS)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+    e = sub.add_parser("enhance", help="enhance photos by latent MAP ascent")
+    e.add_argument("inputs", nargs="+", help="image files or folders")
+    e.add_argument("-o", "--output", required=True, help="output folder (<stem>_enhanced.png)")
+    e.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]",
+                   help="NR-IQA prior; repeat to fuse several (default: builtin)")
+    e.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"])
+    e.add_argument("--monitor", action="append", default=[], metavar="NAME",
+                   help="held-out prior for the hack guard (scored, never optimised)")
+    e.add_argument("--on-hack", default="stop", choices=["stop", "warn"])
+    map_options(e)
+    e.add_argument("--report", default=None, help="write the JSON report here")
+    e.add_argument("--force", action="store_true", help="redo images whose output already exists")
+    common(e)
+    e.set_defaults(func=cmd_enhance)
+
+    cp = sub.add_parser("compare", help="enhance one photo under several priors; contact sheet and "
+                        "cross-score matrix (optimised for A, scored by B)")
+    cp.add_argument("input", type=Path)
+    cp.add_argument("-o", "--output", required=True)
+    cp.add_argument("--prior", action="append", default=[], metavar="NAME", required=True)
+    map_options(cp)
+    common(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    dm = sub.add_parser("demo", help="degrade a bundled sample photo and enhance it with the built-in defaults")
+    dm.add_argument("-o", "--output", default="out/demo")
+    dm.add_argument("--iterations", type=int, default=None)
+    dm.add_argument("--seed", type=int, default=0)
+    dm.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("score", help="score images with NR-IQA priors")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--prior", action="append", default=[], metavar="NAME")
+    s.add_argument("--json", action="store_true")
+    common(s)
+    s.set_defaults(func=cmd_score)
+
+    sub.add_parser("priors", help="list the prior names").set_defaults(func=cmd_priors)
+
+    c = sub.add_parser("calibrate", help="fit a prior's 0-100 calibration on a folder of photos")
+    c.add_argument("folder")
+    c.add_argument("--prior", required=True)
+    c.add_argument("--save", default=None, help="JSON file (default: the weights folder)")
+    common(c)
+    c.set_defaults(func=cmd_calibrate)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are kept and are skipped on the next run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

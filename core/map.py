@@ -1,0 +1,321 @@
+"""Latent MAP ascent: ``max_z Q(G(z)) - lambda * D(G(z), x_init)`` through the bijective EDICT sampler.
+
+``z`` is the EDICT latent pair obtained by exactly inverting ``x_init``; ``G``
+samples it back and decodes it; gradients come through the reversible path at
+constant memory. :func:`ascend_pixels` runs the same loop directly on pixels,
+the naive baseline that invites adversarial patterns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import edict
+from ._grad import autograd_on, usable
+from .models.base import Denoiser
+from .models.codec import PixelCodec
+from .objective import DEFAULT_WEIGHT, Fidelity
+from .optim import make as make_optimiser
+
+
+@dataclasses.dataclass
+class MapSettings:
+    steps: int = 10                 # EDICT steps (network evaluations: 2 per step and pass)
+    strength: float = 0.5           # partial inversion: fraction of the noise schedule (1 = full)
+    mix: float = 0.93               # EDICT mixing p
+    iterations: int = 20            # gradient steps
+    optimizer: str = "adam"         # "adam" or "momentum" (public recipe)
+    lr: Optional[float] = None      # None: the optimiser's default
+    fidelity: str = "nlpd"          # "nlpd", "mse", "ssim", "none"
+    fidelity_weight: Optional[float] = None  # lambda; None: the fidelity's default
+    tied: bool = True               # average the gradients of the pair (public recipe)
+    perturb: float = 0.0            # std of a random perturbation added each step (DOODL uses 1e-4)
+    target: Optional[float] = None  # stop once the calibrated prior score reaches this (0-100)
+    patience: Optional[int] = None  # stop after this many iterations without improvement
+    hack_margin: float = 10.0       # hack guard: monitor drop (calibrated points) that counts as hacking
+    on_hack: str = "stop"           # "stop" or "warn"
+    seed: int = 0
+    grad: str = "reversible"
+
+    def validate(self) -> None:
+        if self.iterations < 0:
+            raise ValueError("iterations must be >= 0")
+        if self.on_hack not in ("stop", "warn"):
+            raise ValueError("on_hack must be 'stop' or 'warn'")
+        if self.fidelity_weight is not None and self.fidelity_weight < 0:
+            raise ValueError("fidelity_weight must be >= 0")
+
+
+@dataclasses.dataclass
+class MapResult:
+    image: torch.Tensor              # [B,3,H,W] in [0, 1], the best iterate
+    report: dict
+    pair: Optional[tuple] = None     # the best latent pair (latent MAP only)
+
+
+class Interrupted(RuntimeError):
+    """Raised by a progress callback to stop the loop; the best iterate so far is kept."""
+
+
+def _score(prior, img: torch.Tensor) -> torch.Tensor:
+    """Calibrated score when the prior has one (lambda then means the same for every prior)."""
+    return prior.calibrated(img) if getattr(prior, "calibration", None) is not None or _is_fused(prior) \
+        else prior(img)
+
+
+def _is_fused(prior) -> bool:
+    return hasattr(prior, "priors") and hasattr(prior, "weights")
+
+
+def _named_scores(prior, monitors: Sequence, img: torch.Tensor) -> dict:
+    """Native score of the prior, of each fused member and of each monitor, for the report."""
+    out = {}
+    with torch.no_grad():
+        for p in [prior, *(prior.priors if _is_fused(prior) else ()), *monitors]:
+            out[p.name] = float(p.native(img).mean())
+    return out
+
+
+def _pad(img: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = img.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        img = F.pad(img, (0, pw, 0, ph), mode=mode)
+    return img, (h, w)
+
+
+def _check_image(img: torch.Tensor) -> None:
+    if not torch.is_tensor(img) or img.ndim != 4 or img.shape[1] != 3:
+        raise ValueError(f"expected an RGB image batch [B,3,H,W] in [0,1], got "
+                         f"{tuple(img.shape) if torch.is_tensor(img) else type(img).__name__}")
+    if not torch.isfinite(img).all():
+        raise ValueError("the input image contains NaN or Inf values")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM on luminance-free RGB average (Gaussian window 11, sigma 1.5; Wang et al. 2004)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    k = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
+    k = (k / k.sum()).to(a.device)
+    win = (k[:, None] * k[None, :]).expand(3, 1, 11, 11)
+    a, b = a.float(), b.float()
+    f = lambda t: F.conv2d(t, win, groups=3)  # noqa: E731
+    mu_a, mu_b = f(a), f(b)
+    va, vb, cov = f(a * a) - mu_a ** 2, f(b * b) - mu_b ** 2, f(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (va + vb + c2))
+    return float(s.mean())
+
+
+class _Counting(Denoiser):
+    """Counts network evaluations of a denoiser (for the report)."""
+
+    def __init__(self, inner: Denoiser):
+        self.inner, self.count, self.network = inner, 0, inner.network
+        self.sigma_min, self.sigma_max = inner.sigma_min, inner.sigma_max
+
+    def denoise(self, x, sigma, cond=None):
+        self.count += 1
+        return self.inner.denoise(x, sigma, cond)
+
+    def sigmas(self, steps, strength=1.0):
+        return self.inner.sigmas(steps, strength)
+
+
+def ascend(
+    denoiser: Denoiser,
+    image: torch.Tensor,
+    prior,
+    settings: Optional[MapSettings] = None,
+    *,
+    codec=None,
+    monitors: Sequence = (),
+    weight_map: Optional[torch.Tensor] = None,
+    cond: Any = None,
+    callback: Optional[Callable[[dict], None]] = None,
+    **overrides,
+) -> MapResult:
+    """Enhance ``image`` ([B,3,H,W] in [0,1]) by latent MAP ascent; returns the best iterate and a report.
+
+    ``codec``: how images reach the denoiser's space (default: pixels in [-1, 1];
+    :class:`~iqa_map.core.models.codec.VAECodec` for latent models).
+    ``monitors``: held-out priors scored each iteration, never optimised (hack guard).
+    ``callback(info)`` is called after every iteration (raise :class:`Interrupted` to stop).
+    Keyword ``overrides`` set fields of :class:`MapSettings`.
+    """
+    s = dataclasses.replace(settings or MapSettings(), **overrides)
+    s.validate()
+    _check_image(image)
+    codec = codec or PixelCodec()
+    den = _Counting(denoiser)
+    multiple = int(codec.factor) * int(getattr(denoiser, "multiple", 1))
+    with torch.inference_mode(False):
+        image = usable(image).detach()
+        ref, size = _pad(image, multiple)
+        with torch.no_grad():
+            z0 = codec.encode(ref)
+        sigmas = den.sigmas(s.steps, s.strength)
+        pair = edict.invert(den, z0, sigmas, mix=s.mix, cond=cond)
+        fid = Fidelity(s.fidelity, weight_map=_pad(weight_map, multiple)[0] if weight_map is not None else None)
+        lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
+        seen = {}
+
+        def evaluate(params):
+            def objective(a, b):
+                img = codec.decode(a).float().clamp(0, 1)
+                q = _score(prior, img)
+                d = fid(img, ref.float())
+                seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
+                return (q - lam * d).sum()
+
+            return edict.value_and_grad(den, params, sigmas, objective, mix=s.mix, cond=cond, grad=s.grad)
+
+        result = _optimise(list(pair), evaluate, seen, prior, monitors, s, callback, ref, size)
+    pair_best = tuple(result.pop("params"))
+    report = result["report"]
+    report["settings"] = {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
+                          "monitors": [m.name for m in monitors], "model": type(denoiser).__name__}
+    recon = report.pop("_first_image")
+    report["inversion_error"] = float((recon - ref.float()).norm() / ref.float().norm())
+    report["denoiser_evals"] = den.count
+    return MapResult(image=result["image"], report=report, pair=pair_best)
+
+
+def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = None, *, monitors=(),
+                  weight_map=None, callback=None, **overrides) -> MapResult:
+    """The naive baseline: the same objective, optimiser and budget, with the pixels as variables."""
+    s = dataclasses.replace(settings or MapSettings(), **overrides)
+    s.validate()
+    _check_image(image)
+    with torch.inference_mode(False):
+        ref = usable(image).detach().float()
+        fid = Fidelity(s.fidelity, weight_map=weight_map)
+        lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
+        seen = {}
+
+        def evaluate(params):
+            with autograd_on():
+                x = params[0].detach().requires_grad_(True)
+                img = x.clamp(0, 1)
+                q = _score(prior, img)
+                d = fid(img, ref)
+                seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
+                j = (q - lam * d).sum()
+                (g,) = torch.autograd.grad(j, x)
+            return j.detach(), (g,)
+
+        s_pix = dataclasses.replace(s, tied=False)
+        result = _optimise([ref.clone()], evaluate, seen, prior, monitors, s_pix, callback, ref, ref.shape[-2:])
+    result.pop("params")
+    report = result["report"]
+    report.pop("_first_image")
+    report["settings"] = {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
+                          "monitors": [m.name for m in monitors], "model": "pixels"}
+    report["inversion_error"] = 0.0
+    report["denoiser_evals"] = 0
+    return MapResult(image=result["image"], report=report)
+
+
+def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, ref, size) -> dict:
+    """The ascent loop shared by latent and pixel MAP: best iterate, NaN guard, hack guard, early stop."""
+    t0 = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    gen = torch.Generator(device=params[0].device).manual_seed(s.seed)
+    opt = make_optimiser(s.optimizer, params, s.lr)
+    crop = lambda img: img[..., : size[0], : size[1]]  # noqa: E731
+    history, events = [], []
+    best = {"objective": -math.inf}
+    base_monitors, stale, first_image, nan_reverts = None, 0, None, 0
+    for it in range(s.iterations + 1):
+        j, grads = evaluate(params)
+        j = float(j)
+        img = seen["image"]
+        first_image = img if first_image is None else first_image
+        finite = math.isfinite(j) and all(torch.isfinite(g).all() for g in grads)
+        entry = {"iteration": it, "objective": j, "score": float(seen["score"].mean()),
+                 "fidelity": float(seen["fidelity"].mean()), "seconds": time.perf_counter() - t0}
+        if monitors:
+            with torch.no_grad():
+                entry["monitors"] = {m.name: float(_score(m, img).mean()) for m in monitors}
+        if not finite:
+            nan_reverts += 1
+            msg = (f"iteration {it}: non-finite objective or gradient; reverted to the best iterate "
+                   f"(iteration {best.get('iteration')}) and halved the learning rate")
+            events.append(msg)
+            entry["event"] = msg
+            history.append(entry)
+            if "params" not in best or nan_reverts > 3:
+                events.append("stopped: repeated non-finite values")
+                break
+            params = [p.clone() for p in best["params"]]
+            opt.lr *= 0.5
+            continue
+        history.append(entry)
+        stop, hacked = None, False
+        if monitors:
+            if base_monitors is None:
+                base_monitors, base_score = entry["monitors"], entry["score"]
+            fell = {k: base_monitors[k] - v for k, v in entry["monitors"].items()
+                    if base_monitors[k] - v > s.hack_margin}
+            if fell and entry["score"] > base_score:
+                hacked = True
+                msg = (f"iteration {it}: hack guard: '{prior.name}' rose while monitor(s) "
+                       + ", ".join(f"'{k}' fell by {v:.1f}" for k, v in fell.items()))
+                events.append(msg)
+                entry["event"] = msg
+                stop = "hack guard" if s.on_hack == "stop" else None
+        # A hacked iterate never becomes the result when the guard stops the run.
+        if j > best["objective"] and not (hacked and s.on_hack == "stop"):
+            best = {"objective": j, "iteration": it, "params": [p.clone() for p in params],
+                    "image": img, "score": entry["score"]}
+            stale = 0
+        else:
+            stale += 1
+        if s.target is not None and entry["score"] >= s.target:
+            stop = stop or f"target {s.target} reached"
+        if s.patience is not None and stale >= s.patience:
+            stop = stop or f"no improvement for {s.patience} iterations"
+        if callback is not None:
+            callback({**entry, "total": s.iterations, "image": crop(img), "best_iteration": best["iteration"]})
+        if stop or it == s.iterations:
+            if stop:
+                events.append(f"stopped at iteration {it}: {stop}")
+            break
+        if s.tied and len(grads) == 2:
+            g = (grads[0] + grads[1]) / 2
+            grads = (g, g)
+        params = opt.step(params, grads)
+        if s.perturb > 0:
+            params = [p + s.perturb * torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+                      for p in params]
+    if "image" not in best:
+        raise FloatingPointError("the objective was not finite at the start: check the prior and the input image")
+    out_img = crop(best["image"]).clamp(0, 1)
+    in_img = crop(ref).float()
+    report = {
+        "history": history,
+        "events": events,
+        "best_iteration": best["iteration"],
+        "iterations_run": len(history),
+        "wall_seconds": time.perf_counter() - t0,
+        "peak_memory_bytes": (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+                              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "input_scores": _named_scores(prior, monitors, in_img),
+        "output_scores": _named_scores(prior, monitors, out_img),
+        "psnr_vs_input": psnr(out_img, in_img),
+        "ssim_vs_input": ssim(out_img, in_img),
+        "_first_image": first_image,
+    }
+    return {"image": out_img, "report": report, "params": best["params"]}

@@ -1,0 +1,95 @@
+"""The command line: clear errors with a non-zero exit, image conversion, resumable batches."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqa_map.cli import main
+from iqa_map.core.imageio import ImageError, load_image, save_image
+
+
+def _photo(path, size=(40, 32), mode="RGB"):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+    im = Image.fromarray(arr)
+    if mode == "L":
+        im = im.convert("L")
+    elif mode == "RGBA":
+        im = im.convert("RGBA")
+        im.putalpha(Image.fromarray((rng.random((size[1], size[0])) * 255).astype(np.uint8)))
+    elif mode == "I;16":
+        im = Image.fromarray((rng.random((size[1], size[0])) * 65535).astype(np.uint16))
+    im.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_grayscale_alpha_and_16bit_are_converted(tmp_path, mode):
+    t = load_image(_photo(tmp_path / "x.png", mode=mode))
+    assert t.shape == (1, 3, 32, 40) and t.dtype == torch.float32
+    assert 0 <= float(t.min()) and float(t.max()) <= 1
+    assert float(t.std()) > 0.05  # real content, not a blank conversion
+    if mode == "I;16":
+        raw = np.asarray(Image.open(tmp_path / "x.png"), dtype=np.float64) / 65535
+        assert np.allclose(t[0, 0].numpy(), raw, atol=1e-6)
+
+
+def test_bad_files_have_clear_errors(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image at all")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(tmp_path / "notes.png")
+    good = _photo(tmp_path / "good.png", size=(64, 64))
+    data = good.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        load_image(tmp_path / "cut.png")
+    with pytest.raises(ImageError, match="at least 16x16"):
+        load_image(_photo(tmp_path / "tiny.png", size=(8, 8)))
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_save_never_overwrites_an_input(tmp_path):
+    src = _photo(tmp_path / "a.png")
+    before = src.read_bytes()
+    with pytest.raises(ImageError, match="refusing to overwrite"):
+        save_image(torch.zeros(1, 3, 8, 8), src, protect=[src])
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["enhance", "{tmp}/missing.png", "-o", "{tmp}/out"], "no such file"),
+    (["enhance", "{tmp}/notes.png", "-o", "{tmp}/out"], "not an image"),
+    (["enhance", "{tmp}/cut.png", "-o", "{tmp}/out"], "truncated"),
+    (["enhance", "{tmp}/tiny.png", "-o", "{tmp}/out"], "at least 16x16"),
+    (["enhance", "{tmp}/good.png", "-o", "{tmp}/out", "--prior", "nique"], "unknown prior"),
+    (["enhance", "{tmp}/good.png", "-o", "{tmp}/good.png/sub"], "cannot create output folder"),
+    (["score", "{tmp}/good.png", "--prior", "brisk"], "unknown prior"),
+])
+def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys, argv, expect):
+    (tmp_path / "notes.png").write_text("hello")
+    good = _photo(tmp_path / "good.png", size=(64, 64))
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])
+    _photo(tmp_path / "tiny.png", size=(8, 8))
+    code = main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert expect in err, err
+    assert "Traceback" not in err
+
+
+def test_score_prints_builtin_scores(tmp_path, capsys):
+    img = _photo(tmp_path / "p.png", size=(96, 96))
+    assert main(["score", str(img), "--prior", "brisque", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows[str(img)]) == {"brisque"}
+    assert np.isfinite(rows[str(img)]["brisque"]["native"])
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "iqa_map", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "enhance" in out.stdout

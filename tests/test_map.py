@@ -1,0 +1,178 @@
+"""Latent MAP ascent: the loop's guarantees, the latent (VAE) path, and real behaviour on a photo."""
+import math
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from iqa_map.core import map as M
+from iqa_map.core.models import from_diffusers
+from iqa_map.core.models.codec import VAECodec
+from iqa_map.core.priors.base import Prior
+
+from .conftest import dev_photo
+from .tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
+
+
+class Brightness(Prior):
+    """Toy prior: mean intensity (higher = better). Cheap and smooth."""
+
+    name = "brightness"
+
+    def _native(self, img):
+        return img.mean(dim=(1, 2, 3))
+
+
+class Darkness(Prior):
+    name = "darkness"
+
+    def _native(self, img):
+        return 100 * (1 - img.mean(dim=(1, 2, 3)))
+
+
+class FlakyBrightness(Brightness):
+    """Returns NaN on its third evaluation, as a broken metric might."""
+
+    name = "flaky"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def _native(self, img):
+        self.calls += 1
+        s = super()._native(img)
+        return s * float("nan") if self.calls == 3 else s
+
+
+def _pixel_model():
+    return from_diffusers(pixel_unet(), sd_scheduler())
+
+
+def _img(seed=0, size=16):
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
+
+
+FAST = dict(steps=3, strength=0.3, iterations=4, fidelity="mse", fidelity_weight=1.0, lr=0.01)
+
+
+def test_ascent_raises_objective_and_is_deterministic():
+    den, x = _pixel_model(), _img()
+    a = M.ascend(den, x, Brightness(), **FAST, perturb=1e-3, seed=7)
+    b = M.ascend(den, x, Brightness(), **FAST, perturb=1e-3, seed=7)
+    h = a.report["history"]
+    assert h[-1]["objective"] > h[0]["objective"]
+    assert a.report["output_scores"]["brightness"] > a.report["input_scores"]["brightness"]
+    assert torch.equal(a.image, b.image)
+    assert [e["objective"] for e in h] == [e["objective"] for e in b.report["history"]]
+    c = M.ascend(den, x, Brightness(), **FAST, perturb=1e-3, seed=8)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_report_has_every_field():
+    r = M.ascend(_pixel_model(), _img(), Brightness(), **FAST).report
+    for key in ("settings", "history", "inversion_error", "denoiser_evals", "wall_seconds", "peak_memory_bytes",
+                "input_scores", "output_scores", "psnr_vs_input", "ssim_vs_input"):
+        assert key in r, key
+    assert len(r["history"]) == FAST["iterations"] + 1
+    assert r["inversion_error"] < 1e-5
+    # inversion 2 per step, then per iteration 2 forward + 2 backward per step.
+    assert r["denoiser_evals"] == 2 * 3 + (FAST["iterations"] + 1) * 4 * 3
+    assert r["settings"]["prior"] == "brightness"
+
+
+def test_hack_guard_fires_and_keeps_pre_hack_iterate():
+    res = M.ascend(_pixel_model(), _img(), Brightness(), **{**FAST, "iterations": 8, "lr": 0.2},
+                   monitors=[Darkness()], hack_margin=0.5)
+    r = res.report
+    assert any("hack guard" in e for e in r["events"]), r["events"]
+    stopped = next(e for e in r["history"] if "hack guard" in e.get("event", ""))
+    assert r["best_iteration"] < stopped["iteration"]
+    assert len(r["history"]) < 9
+    warn = M.ascend(_pixel_model(), _img(), Brightness(), **{**FAST, "iterations": 8, "lr": 0.2},
+                    monitors=[Darkness()], hack_margin=0.5, on_hack="warn")
+    assert len(warn.report["history"]) == 9 and any("hack guard" in e for e in warn.report["events"])
+
+
+def test_nan_guard_reverts_and_says_so():
+    res = M.ascend(_pixel_model(), _img(), FlakyBrightness(), **FAST)
+    r = res.report
+    assert any("non-finite" in e for e in r["events"])
+    assert torch.isfinite(res.image).all()
+    assert all(math.isfinite(e["objective"]) for e in r["history"] if "event" not in e)
+
+
+def test_works_under_inference_mode():
+    den = _pixel_model()
+    ref = M.ascend(den, _img(), Brightness(), **FAST)
+    with torch.inference_mode():
+        x = _img()
+        res = M.ascend(den, x, Brightness(), **FAST)
+    assert torch.allclose(res.image, ref.image)
+
+
+def test_callback_can_interrupt():
+    seen = []
+
+    def cb(info):
+        seen.append(info["iteration"])
+        if info["iteration"] == 1:
+            raise M.Interrupted("user pressed cancel")
+
+    with pytest.raises(M.Interrupted):
+        M.ascend(_pixel_model(), _img(), Brightness(), **FAST, callback=cb)
+    assert seen == [0, 1]
+
+
+def test_sd_architecture_latent_model_full_loop_64px():
+    """Random-weight SD-style UNet + VAE from diffusers configs, 64x64 photo, text conditioning."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        norm_num_groups=8, layers_per_block=1).eval().requires_grad_(False)
+    codec = VAECodec(vae)
+    assert codec.factor == 8 and codec.scale == pytest.approx(0.18215)
+    den = from_diffusers(sd_unet(), sd_scheduler())
+    x = _img(size=60)  # not a multiple of 8: padded and cropped back
+    res = M.ascend(den, x, Brightness(), steps=2, strength=0.5, iterations=2, fidelity="mse", lr=0.01,
+                   codec=codec, cond=torch.randn(1, 6, 32))
+    assert res.image.shape == x.shape
+    assert torch.isfinite(res.image).all()
+    assert len(res.report["history"]) == 3
+    assert res.pair[0].shape == (1, 4, 8, 8)
+
+
+def test_pixel_baseline_runs_the_same_objective():
+    x = _img()
+    r = M.ascend_pixels(x, Brightness(), **FAST).report
+    assert r["history"][-1]["objective"] > r["history"][0]["objective"]
+    assert r["denoiser_evals"] == 0
+
+
+def test_bad_input_is_rejected_clearly():
+    with pytest.raises(ValueError, match="RGB image batch"):
+        M.ascend(_pixel_model(), torch.rand(3, 16, 16), Brightness())
+    with pytest.raises(ValueError, match="NaN"):
+        M.ascend(_pixel_model(), torch.full((1, 3, 16, 16), float("nan")), Brightness())
+    with pytest.raises(ValueError, match="fidelity"):
+        M.ascend(_pixel_model(), _img(), Brightness(), fidelity="l7")
+    with pytest.raises(ValueError, match="optimiser"):
+        M.ascend(_pixel_model(), _img(), Brightness(), optimizer="lbfgs", iterations=1)
+
+
+@pytest.mark.slow
+def test_builtin_model_and_builtin_prior_enhance_a_real_photo():
+    from iqa_map.core import priors
+    from iqa_map.core.models import load_builtin
+
+    x = (dev_photo(crop=96, dtype=torch.float32) + 1) / 2
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    prior = priors.load("niqe")
+    res = M.ascend(load_builtin(), noisy, prior, steps=4, strength=0.4, iterations=4, fidelity="mse", lr=0.002)
+    r = res.report
+    h = r["history"]
+    assert r["best_iteration"] > 0
+    best = h[r["best_iteration"]]
+    assert best["objective"] > h[0]["objective"] and best["score"] > h[0]["score"]
+    assert r["output_scores"]["niqe"] < r["input_scores"]["niqe"]  # NIQE: lower is better
+    assert r["psnr_vs_input"] > 25
