@@ -1,6 +1,8 @@
 """Diffusion models behind one denoiser interface (:class:`Denoiser`)."""
 from .base import Denoiser, karras_sigmas
+from .builtin import BuiltinDenoiser, load_builtin
 from .diffusers_adapter import DiffusersDenoiser, from_diffusers
 from .network import NetworkDenoiser, from_denoiser
 
-__all__ = ["Denoiser", "DiffusersDenoiser", "NetworkDenoiser", "from_diffusers", "from_denoiser", "karras_sigmas"]
+__all__ = ["Denoiser", "BuiltinDenoiser", "DiffusersDenoiser", "NetworkDenoiser", "from_diffusers", "from_denoiser",
+           "load_builtin", "karras_sigmas"]

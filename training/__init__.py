@@ -1,0 +1,1 @@
+"""Training of the built-in denoiser (``python -m iqa_map.training --help``)."""
