@@ -5,7 +5,13 @@ was cloned to); ``pip install -e .`` exposes the same folder as the library
 ``iqa_map``. Nothing here imports ComfyUI: the node modules import it lazily,
 so ``import iqa_map.core`` works in any Python.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Imported as a bare file, not as a package: pytest does this to the repository
+    # root when the checkout's folder name is not an identifier. There is no pack
+    # to register then (ComfyUI and `import iqa_map` always import it as a package).
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __version__ = "0.1.0"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

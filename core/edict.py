@@ -170,23 +170,25 @@ class _Reversible(torch.autograd.Function):
                 gx_full = gx + (1 - p) * gy
                 g_yi = p * gy + (1 - p) * gx_full
                 g_xi = p * gx_full
-                # y_i = y + d * eps(x_i): one evaluation rebuilds y and gives its VJP.
-                with torch.enable_grad():
-                    leaf = x_i.detach().requires_grad_(True)
-                    e1 = den.eps(leaf, s[k], cond)
-                    (vjp1,) = torch.autograd.grad(e1, leaf, g_yi)
-                y = y_i - d * e1.detach()
+                # y_i = y + d * eps(x_i): one evaluation rebuilds y and gives its VJP; then x likewise.
+                e1, vjp1 = _eps_and_vjp(den, x_i, s[k], cond, g_yi)
+                y = y_i - d * e1
                 g_xi = g_xi + d * vjp1
-                # x_i = x + d * eps(y): likewise for x.
-                with torch.enable_grad():
-                    leaf = y.detach().requires_grad_(True)
-                    e2 = den.eps(leaf, s[k], cond)
-                    (vjp2,) = torch.autograd.grad(e2, leaf, g_xi)
-                x = x_i - d * e2.detach()
+                e2, vjp2 = _eps_and_vjp(den, y, s[k], cond, g_xi)
+                x = x_i - d * e2
                 gy = g_yi + d * vjp2
                 gx = g_xi
                 xo, yo = x, y
         return gx, gy, None, None, None, None
+
+
+def _eps_and_vjp(den: Denoiser, at: torch.Tensor, sigma: float, cond, g: torch.Tensor) -> Pair:
+    """``eps(at)`` and its vector-Jacobian product with ``g``, from a single network evaluation."""
+    with torch.enable_grad():
+        leaf = at.detach().requires_grad_(True)
+        e = den.eps(leaf, sigma, cond)
+        (vjp,) = torch.autograd.grad(e, leaf, g)
+    return e.detach(), vjp
 
 
 def value_and_grad(

@@ -7,8 +7,8 @@ from iqa_map.core import ddim, edict
 from iqa_map.core.models import from_denoiser, from_diffusers
 from iqa_map.core.models.archs import load_bfcnn
 
-from .conftest import BFCNN, dev_photo, need_shared, rel
-from .tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
+from helpers import BFCNN, dev_photo, need_shared, rel
+from tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 

@@ -10,8 +10,8 @@ from iqa_map.core.models import from_diffusers
 from iqa_map.core.models.codec import VAECodec
 from iqa_map.core.priors.base import Prior
 
-from .conftest import dev_photo
-from .tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
+from helpers import dev_photo
+from tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
 
 
 class Brightness(Prior):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tomllib
 
-from .conftest import REPO
+from helpers import REPO
 
 
 def test_core_import_does_not_import_comfyui():
