@@ -11,7 +11,7 @@ from iqa_map.core.models.codec import VAECodec
 from iqa_map.core.priors.base import Prior
 
 from helpers import dev_photo
-from tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet
+from tiny_models import pixel_unet, sd_scheduler, sd_unet
 
 
 class Brightness(Prior):

@@ -31,7 +31,7 @@ from .local import ARCHS, LocalPrior
 from .weights import ENV_VAR, WeightsMissingError, offline_weights, resolve_weights_dir
 
 __all__ = [
-    "Prior", "Calibration", "FusedPrior", "MultiScalePrior", "LocalPrior", "WeightsMissingError",
+    "Prior", "Calibration", "FusedPrior", "FUSION_MODES", "MultiScalePrior", "LocalPrior", "WeightsMissingError",
     "load", "load_local", "load_fidelity", "fuse", "fit_calibration", "fit_constants", "available",
     "score_and_grad", "offline_weights", "resolve_weights_dir", "BUILTINS", "HYBRID_BUILTIN", "ENV_VAR",
 ]

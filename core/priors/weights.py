@@ -152,7 +152,7 @@ def offline_weights(weights_dir: str | os.PathLike | None = None, probe_timeout:
     """
     import torch.hub
     import pyiqa.archs  # noqa: F401  (imports every arch module, so all references get patched)
-    import pyiqa.archs.arch_util
+    import pyiqa.archs.arch_util  # noqa: F401  (patched below)
     import pyiqa.utils.download_util as du
 
     folder = resolve_weights_dir(weights_dir)
