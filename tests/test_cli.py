@@ -93,3 +93,44 @@ def test_score_prints_builtin_scores(tmp_path, capsys):
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "iqa_map", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "enhance" in out.stdout
+
+
+def test_enhance_resumes_and_compare_writes_sheet_and_matrix(tmp_path, capsys):
+    """End to end on the built-in model with tiny settings: outputs, skip-if-done, report, compare."""
+    img = _photo(tmp_path / "p.png", size=(64, 48))
+    fast = ["--steps", "2", "--strength", "0.3", "--iterations", "1", "--fidelity", "mse"]
+    out = tmp_path / "out"
+    assert main(["enhance", str(img), "-o", str(out), "--prior", "brisque", "--report", str(tmp_path / "r.json"),
+                 *fast]) == 0
+    done = out / "p_enhanced.png"
+    assert load_image(done).shape == (1, 3, 48, 64)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["history"]) == 2 and report["settings"]["prior"] == "brisque"
+    stamp = done.stat().st_mtime_ns
+    assert main(["enhance", str(img), "-o", str(out), "--prior", "brisque", *fast]) == 0
+    assert "skipping 1 image" in capsys.readouterr().out
+    assert done.stat().st_mtime_ns == stamp
+
+    cmp_dir = tmp_path / "cmp"
+    assert main(["compare", str(img), "-o", str(cmp_dir), "--prior", "brisque", "--prior", "piqe", *fast]) == 0
+    data = json.loads((cmp_dir / "p_compare.json").read_text())
+    assert set(data["matrix"]) == {"input", "brisque", "piqe"}
+    assert all(set(row) == {"brisque", "piqe"} for row in data["matrix"].values())
+    sheet = Image.open(cmp_dir / "p_compare.png")
+    assert sheet.width > 3 * 64  # input + two outputs side by side
+
+
+def test_enhance_with_a_stable_diffusion_folder(tmp_path):
+    """--model <diffusers SD folder>: loaded offline, VAE codec, empty-prompt conditioning, full loop."""
+    from tiny_models import save_tiny_sd_pipeline
+
+    from iqa_map.core.models.loading import load_model
+
+    pipe = save_tiny_sd_pipeline(tmp_path / "sd")
+    m = load_model(str(pipe), device="cpu")
+    assert m.codec.factor == 8 and m.cond.shape == (1, 8, 32)
+    img = _photo(tmp_path / "p.png", size=(60, 44))
+    assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--model", str(pipe), "--prior", "brisque",
+                 "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu"]) == 0
+    assert load_image(tmp_path / "out" / "p_enhanced.png").shape == (1, 3, 44, 60)
+    assert main(["enhance", str(img), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "nope")]) != 0

@@ -1,7 +1,6 @@
 """One place that turns a user's model choice into (denoiser, codec, cond), offline."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ def _load_sd(path: Path, device, dtype) -> LoadedModel:
 
     from .diffusers_adapter import from_diffusers
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if path.is_dir():
             if not (path / "model_index.json").is_file():
