@@ -176,3 +176,12 @@ def test_builtin_model_and_builtin_prior_enhance_a_real_photo():
     assert best["objective"] > h[0]["objective"] and best["score"] > h[0]["score"]
     assert r["output_scores"]["niqe"] < r["input_scores"]["niqe"]  # NIQE: lower is better
     assert r["psnr_vs_input"] > 25
+
+
+def test_pixel_baseline_with_nlpd_starts_finite():
+    """At x == x_init NLPD's sqrt has no gradient; the fidelity must give 0, not NaN."""
+    x = _img(size=32)
+    r = M.ascend_pixels(x, Brightness(), iterations=2, fidelity="nlpd", lr=0.003).report
+    assert not r["events"]
+    assert all(math.isfinite(e["objective"]) for e in r["history"])
+    assert r["history"][-1]["fidelity"] > 0
