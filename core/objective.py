@@ -27,7 +27,9 @@ class Fidelity(torch.nn.Module):
         self.name = name
         self.weight_map = weight_map
         self.metric = None
-        if name in ("nlpd", "ssim"):
+        if name == "nlpd":
+            self.metric = SmoothNLPD()
+        elif name == "ssim":
             from .priors import load_fidelity
 
             self.metric = load_fidelity(name, weights_dir=weights_dir)
@@ -45,8 +47,29 @@ class Fidelity(torch.nn.Module):
             return (err if w is None else err * w).mean(dim=(1, 2, 3))
         if w is not None:
             x = ref + w * (x - ref)
-        if torch.equal(x.detach(), ref.detach()):
-            # NLPD takes sqrt of a zero error here: its gradient would be NaN, though the
-            # distance is at its minimum (0) with a zero gradient (the pixel baseline starts here).
-            return (x - ref).sum(dim=(1, 2, 3)) * 0
         return self.metric(x, ref).to(x.dtype)
+
+
+class SmoothNLPD(torch.nn.Module):
+    """pyiqa's NLPD (Laparra et al. 2016) with ``sqrt(m + 1e-12)`` per pyramid band.
+
+    pyiqa takes ``sqrt(mean(diff^2))`` per band, whose gradient is NaN wherever a
+    band's difference is exactly zero, which is exactly where MAP starts (the exact
+    inversion reproduces the input). The smoothing moves the value by at most 1e-6.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from pyiqa.archs.nlpd_arch import NLPD
+
+        self.net = NLPD().eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        from pyiqa.archs.ssim_arch import to_y_channel
+
+        net = self.net.to(x.device)
+        if net.test_y_channel and net.channels == 1:
+            x, ref = to_y_channel(x), to_y_channel(ref)
+        bands = [torch.sqrt(((a - b) ** 2).mean(dim=(1, 2, 3)) + 1e-12)
+                 for a, b in zip(net.pyramid(x), net.pyramid(ref))]
+        return torch.stack(bands, dim=1).mean(dim=1)

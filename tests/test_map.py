@@ -185,3 +185,17 @@ def test_pixel_baseline_with_nlpd_starts_finite():
     assert not r["events"]
     assert all(math.isfinite(e["objective"]) for e in r["history"])
     assert r["history"][-1]["fidelity"] > 0
+
+
+def test_smooth_nlpd_matches_pyiqa_and_has_a_gradient_at_zero():
+    from pyiqa.archs.nlpd_arch import NLPD
+
+    from iqa_map.core.objective import SmoothNLPD
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert torch.allclose(SmoothNLPD()(y, x), NLPD()(y, x), atol=1e-5)
+    z = x.clone().requires_grad_(True)
+    SmoothNLPD()(z, x).sum().backward()
+    assert torch.isfinite(z.grad).all()
