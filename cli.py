@@ -138,12 +138,12 @@ def _settings_from(args, fidelity=None):
 
 
 def _cal_or_native(prior, img):
-    """Calibrated 0-100 when available (comparable across priors), else the oriented native score."""
     import torch
 
+    from .core.map import comparable_score
+
     with torch.no_grad():
-        return float((prior.calibrated(img) if prior.calibration is not None or hasattr(prior, "priors")
-                      else prior(img))[0])
+        return float(comparable_score(prior, img)[0])
 
 
 def cmd_compare(args) -> int:

@@ -63,8 +63,9 @@ class Interrupted(RuntimeError):
     """Raised by a progress callback to stop the loop; the best iterate so far is kept."""
 
 
-def _score(prior, img: torch.Tensor) -> torch.Tensor:
-    """Calibrated score when the prior has one (lambda then means the same for every prior)."""
+def comparable_score(prior, img: torch.Tensor) -> torch.Tensor:
+    """Calibrated 0-100 score when the prior has one (so lambda, margins and cross-prior tables mean
+    the same for every prior), else its oriented native score."""
     return prior.calibrated(img) if getattr(prior, "calibration", None) is not None or _is_fused(prior) \
         else prior(img)
 
@@ -105,7 +106,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM on luminance-free RGB average (Gaussian window 11, sigma 1.5; Wang et al. 2004)."""
+    """SSIM per RGB channel, averaged (Gaussian window 11, sigma 1.5; Wang et al. 2004)."""
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     k = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5 ** 2))
     k = (k / k.sum()).to(a.device)
@@ -131,6 +132,25 @@ class _Counting(Denoiser):
 
     def sigmas(self, steps, strength=1.0):
         return self.inner.sigmas(steps, strength)
+
+
+def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict):
+    """``Q(img) - lambda * D(img, ref)`` summed over the batch; records what it saw in ``seen``."""
+    fid = Fidelity(s.fidelity, weight_map=weight_map)
+    lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
+
+    def objective(img: torch.Tensor) -> torch.Tensor:
+        q = comparable_score(prior, img)
+        d = fid(img, ref)
+        seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
+        return (q - lam * d).sum()
+
+    return objective, lam
+
+
+def _settings_record(s: MapSettings, lam: float, prior, monitors, model: str) -> dict:
+    return {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
+            "monitors": [m.name for m in monitors], "model": model}
 
 
 def ascend(
@@ -167,29 +187,22 @@ def ascend(
             z0 = codec.encode(ref)
         sigmas = den.sigmas(s.steps, s.strength)
         pair = edict.invert(den, z0, sigmas, mix=s.mix, cond=cond)
-        fid = Fidelity(s.fidelity, weight_map=_pad(weight_map, multiple)[0] if weight_map is not None else None)
-        lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
         seen = {}
+        objective, lam = _objective(prior, s, ref.float(),
+                                    _pad(weight_map, multiple)[0] if weight_map is not None else None, seen)
 
         def evaluate(params):
-            def objective(a, b):
-                img = codec.decode(a).float().clamp(0, 1)
-                q = _score(prior, img)
-                d = fid(img, ref.float())
-                seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
-                return (q - lam * d).sum()
-
-            return edict.value_and_grad(den, params, sigmas, objective, mix=s.mix, cond=cond, grad=s.grad)
+            return edict.value_and_grad(den, params, sigmas, lambda a, b: objective(codec.decode(a).float().clamp(0, 1)),
+                                        mix=s.mix, cond=cond, grad=s.grad)
 
         result = _optimise(list(pair), evaluate, seen, prior, monitors, s, callback, ref, size)
-    pair_best = tuple(result.pop("params"))
     report = result["report"]
-    report["settings"] = {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
-                          "monitors": [m.name for m in monitors], "model": type(denoiser).__name__}
-    recon = report.pop("_first_image")
+    report["settings"] = _settings_record(s, lam, prior, monitors, type(denoiser).__name__)
+    # The first iterate is sample(invert(x)) decoded: its distance to x is the inversion error.
+    recon = result["first_image"]
     report["inversion_error"] = float((recon - ref.float()).norm() / ref.float().norm())
     report["denoiser_evals"] = den.count
-    return MapResult(image=result["image"], report=report, pair=pair_best)
+    return MapResult(image=result["image"], report=report, pair=tuple(result["params"]))
 
 
 def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = None, *, monitors=(),
@@ -200,28 +213,20 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
     _check_image(image)
     with torch.inference_mode(False):
         ref = usable(image).detach().float()
-        fid = Fidelity(s.fidelity, weight_map=weight_map)
-        lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
         seen = {}
+        objective, lam = _objective(prior, s, ref, weight_map, seen)
 
         def evaluate(params):
             with autograd_on():
                 x = params[0].detach().requires_grad_(True)
-                img = x.clamp(0, 1)
-                q = _score(prior, img)
-                d = fid(img, ref)
-                seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
-                j = (q - lam * d).sum()
+                j = objective(x.clamp(0, 1))
                 (g,) = torch.autograd.grad(j, x)
             return j.detach(), (g,)
 
         s_pix = dataclasses.replace(s, tied=False)
         result = _optimise([ref.clone()], evaluate, seen, prior, monitors, s_pix, callback, ref, ref.shape[-2:])
-    result.pop("params")
     report = result["report"]
-    report.pop("_first_image")
-    report["settings"] = {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
-                          "monitors": [m.name for m in monitors], "model": "pixels"}
+    report["settings"] = _settings_record(s, lam, prior, monitors, "pixels")
     report["inversion_error"] = 0.0
     report["denoiser_evals"] = 0
     return MapResult(image=result["image"], report=report)
@@ -248,7 +253,7 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
                  "fidelity": float(seen["fidelity"].mean()), "seconds": time.perf_counter() - t0}
         if monitors:
             with torch.no_grad():
-                entry["monitors"] = {m.name: float(_score(m, img).mean()) for m in monitors}
+                entry["monitors"] = {m.name: float(comparable_score(m, img).mean()) for m in monitors}
         if not finite:
             nan_reverts += 1
             msg = (f"iteration {it}: non-finite objective or gradient; reverted to the best iterate "
@@ -316,6 +321,5 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         "output_scores": _named_scores(prior, monitors, out_img),
         "psnr_vs_input": psnr(out_img, in_img),
         "ssim_vs_input": ssim(out_img, in_img),
-        "_first_image": first_image,
     }
-    return {"image": out_img, "report": report, "params": best["params"]}
+    return {"image": out_img, "report": report, "params": best["params"], "first_image": first_image}
