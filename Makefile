@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_PKGS ?= torch torchvision
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-comfyui demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.txt
 
 install: $(VENV)/.installed
 
+# -rs prints why tests were skipped (no ../shared data, no GPU, no COMFYUI_PATH).
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+
+# Inside a real ComfyUI: COMFYUI_PATH=<checkout> [COMFYUI_PYTHON=<its python>] make test-comfyui
+test-comfyui: install
+	@test -n "$(COMFYUI_PATH)" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
+	$(BIN)/python -m pytest -q -rs -m comfyui $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m iqa_map demo --output out/demo

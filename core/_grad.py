@@ -47,3 +47,21 @@ def _usable_tree(v):
     if isinstance(v, dict):
         return {k: _usable_tree(x) for k, x in v.items()}
     return v
+
+
+def autograd_safe(module) -> None:
+    """Replace a module's inference-mode parameters and buffers by normal copies, in place.
+
+    Weights loaded while ``torch.inference_mode()`` was on (every ComfyUI loader
+    node) cannot be saved for backward, so no gradient w.r.t. the *input* can flow
+    through the layers that use them. Values are unchanged; call outside inference mode.
+    """
+    if not isinstance(module, torch.nn.Module):
+        return
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None and p.is_inference():
+                m._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+        for name, b in list(m._buffers.items()):
+            if b is not None and b.is_inference():
+                m._buffers[name] = b.clone()

@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import edict
-from ._grad import autograd_on, usable
+from . import ddim, edict
+from ._grad import autograd_on, autograd_safe, usable
 from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
@@ -57,6 +57,7 @@ class MapResult:
     image: torch.Tensor              # [B,3,H,W] in [0, 1], the best iterate
     report: dict
     pair: Optional[tuple] = None     # the best latent pair (latent MAP only)
+    latent: Optional[torch.Tensor] = None  # the best sampled clean latent, denoiser space (latent MAP only)
 
 
 class Interrupted(RuntimeError):
@@ -140,6 +141,11 @@ def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict)
     lam = DEFAULT_WEIGHT[s.fidelity] if s.fidelity_weight is None else s.fidelity_weight
 
     def objective(img: torch.Tensor) -> torch.Tensor:
+        if img.requires_grad:
+            # Handcrafted metrics take square roots of local variances: on perfectly flat regions
+            # (sky, borders) their gradient is NaN. Those pixels get no push instead of poisoning
+            # the whole latent gradient through the decoder and sampler.
+            img.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
         q = comparable_score(prior, img)
         d = fid(img, ref)
         seen.update(image=img.detach(), score=q.detach(), fidelity=d.detach())
@@ -151,6 +157,48 @@ def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict)
 def _settings_record(s: MapSettings, lam: float, prior, monitors, model: str) -> dict:
     return {**dataclasses.asdict(s), "fidelity_weight": lam, "prior": prior.name,
             "monitors": [m.name for m in monitors], "model": model}
+
+
+@dataclasses.dataclass
+class Inversion:
+    """A photo inverted into a denoiser's noise space: everything needed to sample it back and to climb.
+
+    ``pair`` is the EDICT latent pair at ``sigmas[0]`` (for ``method="ddim"`` both
+    entries are the one DDIM latent); ``latent`` is the clean latent that was
+    inverted, in the denoiser's own space.
+    """
+    pair: tuple
+    sigmas: torch.Tensor
+    latent: torch.Tensor
+    method: str = "edict"
+    mix: float = 0.93
+    steps: int = 10
+    strength: float = 0.5
+    cond: Any = None
+
+
+INVERSION_METHODS = ("edict", "ddim")
+
+
+def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = 10, strength: float = 0.5, *, mix: float = 0.93,
+           method: str = "edict", cond: Any = None, sigmas: Optional[torch.Tensor] = None) -> Inversion:
+    """Invert a clean latent (``codec.encode(image)``) at ``strength`` with ``steps`` steps.
+
+    ``sigmas`` overrides the denoiser's own schedule (ComfyUI passes its scheduler's).
+    EDICT inversion is exact; DDIM inversion is the approximate baseline.
+    """
+    if method not in INVERSION_METHODS:
+        raise ValueError(f"unknown inversion method {method!r}; choose from {INVERSION_METHODS}")
+    with torch.inference_mode(False):
+        latent = usable(latent).detach()
+        sigmas = denoiser.sigmas(steps, strength) if sigmas is None else sigmas.detach().to(torch.float64).cpu()
+        if method == "edict":
+            pair = edict.invert(denoiser, latent, sigmas, mix=mix, cond=cond)
+        else:
+            z = ddim.invert(denoiser, latent.to(torch.float64), sigmas, cond=cond)
+            pair = (z, z)
+    return Inversion(pair=tuple(pair), sigmas=sigmas, latent=latent, method=method, mix=mix, steps=int(steps),
+                     strength=float(strength), cond=cond)
 
 
 def ascend(
@@ -171,6 +219,7 @@ def ascend(
     ``codec``: how images reach the denoiser's space (default: pixels in [-1, 1];
     :class:`~iqa_map.core.models.codec.VAECodec` for latent models).
     ``monitors``: held-out priors scored each iteration, never optimised (hack guard).
+    ``weight_map``: per-pixel fidelity weight ([B or 1, 1, H, W]; 0 = free to change).
     ``callback(info)`` is called after every iteration (raise :class:`Interrupted` to stop).
     Keyword ``overrides`` set fields of :class:`MapSettings`.
     """
@@ -178,31 +227,84 @@ def ascend(
     s.validate()
     _check_image(image)
     codec = codec or PixelCodec()
-    den = _Counting(denoiser)
     multiple = int(codec.factor) * int(getattr(denoiser, "multiple", 1))
     with torch.inference_mode(False):
         image = usable(image).detach()
         ref, size = _pad(image, multiple)
         with torch.no_grad():
             z0 = codec.encode(ref)
-        sigmas = den.sigmas(s.steps, s.strength)
-        pair = edict.invert(den, z0, sigmas, mix=s.mix, cond=cond)
+        counting = _Counting(denoiser)
+        inv = invert(counting, z0, s.steps, s.strength, mix=s.mix, cond=cond)
+        if weight_map is not None:
+            weight_map = _pad(usable(weight_map), multiple)[0]
+        return ascend_inversion(counting, inv, prior, s, codec=codec, ref=ref, size=size, monitors=monitors,
+                                weight_map=weight_map, callback=callback)
+
+
+def ascend_inversion(
+    denoiser: Denoiser,
+    inversion: Inversion,
+    prior,
+    settings: Optional[MapSettings] = None,
+    *,
+    codec=None,
+    ref: Optional[torch.Tensor] = None,
+    size: Optional[tuple] = None,
+    monitors: Sequence = (),
+    weight_map: Optional[torch.Tensor] = None,
+    callback: Optional[Callable[[dict], None]] = None,
+    **overrides,
+) -> MapResult:
+    """Climb the objective from an existing :class:`Inversion` (the second half of :func:`ascend`).
+
+    ``ref`` is the image fidelity is measured against (default: the decoded
+    inverted latent); ``size`` crops the result (padding added before encoding).
+    The inversion's steps, strength and mix override those of ``settings``.
+    """
+    s = dataclasses.replace(settings or MapSettings(), **overrides)
+    s = dataclasses.replace(s, steps=inversion.steps, strength=inversion.strength, mix=inversion.mix)
+    s.validate()
+    codec = codec or PixelCodec()
+    den = denoiser if isinstance(denoiser, _Counting) else _Counting(denoiser)
+    sigmas, cond, mix = inversion.sigmas, inversion.cond, inversion.mix
+    with torch.inference_mode(False):
+        for module in (den.network, getattr(codec, "vae", None), prior, *monitors):
+            autograd_safe(module)
+        if ref is None:
+            with torch.no_grad():
+                ref = codec.decode(usable(inversion.latent)).float().clamp(0, 1)
+        ref = usable(ref).detach().float()
+        size = tuple(size or ref.shape[-2:])
+        _check_image(ref)
         seen = {}
-        objective, lam = _objective(prior, s, ref.float(),
-                                    _pad(weight_map, multiple)[0] if weight_map is not None else None, seen)
+        objective, lam = _objective(prior, s, ref, usable(weight_map) if weight_map is not None else None, seen)
 
-        def evaluate(params):
-            return edict.value_and_grad(den, params, sigmas, lambda a, b: objective(codec.decode(a).float().clamp(0, 1)),
-                                        mix=s.mix, cond=cond, grad=s.grad)
+        def decoded_objective(latent):
+            seen["latent"] = latent.detach()
+            return objective(codec.decode(latent).float().clamp(0, 1))
 
-        result = _optimise(list(pair), evaluate, seen, prior, monitors, s, callback, ref, size)
+        if inversion.method == "edict":
+            def evaluate(params):
+                return edict.value_and_grad(den, params, sigmas, lambda a, b: decoded_objective(a),
+                                            mix=mix, cond=cond, grad=s.grad)
+            start = [usable(p).detach() for p in inversion.pair]
+        else:
+            def evaluate(params):
+                with autograd_on():
+                    z = params[0].detach().requires_grad_(True)
+                    j = decoded_objective(ddim.sample(den, z, sigmas, cond=cond))
+                    (g,) = torch.autograd.grad(j, z)
+                return j.detach(), (g,)
+            start = [usable(inversion.pair[0]).detach()]
+        result = _optimise(start, evaluate, seen, prior, monitors, s, callback, ref, size)
     report = result["report"]
-    report["settings"] = _settings_record(s, lam, prior, monitors, type(denoiser).__name__)
+    report["settings"] = _settings_record(s, lam, prior, monitors, type(den.inner).__name__)
+    report["settings"]["inversion"] = inversion.method
     # The first iterate is sample(invert(x)) decoded: its distance to x is the inversion error.
     recon = result["first_image"]
-    report["inversion_error"] = float((recon - ref.float()).norm() / ref.float().norm())
+    report["inversion_error"] = float((recon - ref).norm() / ref.norm())
     report["denoiser_evals"] = den.count
-    return MapResult(image=result["image"], report=report, pair=tuple(result["params"]))
+    return MapResult(image=result["image"], report=report, pair=tuple(result["params"]), latent=result["latent"])
 
 
 def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = None, *, monitors=(),
@@ -284,7 +386,7 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         # A hacked iterate never becomes the result when the guard stops the run.
         if j > best["objective"] and not (hacked and s.on_hack == "stop"):
             best = {"objective": j, "iteration": it, "params": [p.clone() for p in params],
-                    "image": img, "score": entry["score"]}
+                    "image": img, "latent": seen.get("latent"), "score": entry["score"]}
             stale = 0
         else:
             stale += 1
@@ -322,4 +424,5 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         "psnr_vs_input": psnr(out_img, in_img),
         "ssim_vs_input": ssim(out_img, in_img),
     }
-    return {"image": out_img, "report": report, "params": best["params"], "first_image": first_image}
+    return {"image": out_img, "report": report, "params": best["params"], "first_image": first_image,
+            "latent": best["latent"]}

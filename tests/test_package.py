@@ -26,7 +26,7 @@ def test_pack_loads_under_any_folder_name(tmp_path):
         f"spec = importlib.util.spec_from_file_location('ComfyUI-IQA-MAP-main', r'{dest / '__init__.py'}',"
         f" submodule_search_locations=[r'{dest}'])\n"
         "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)\n"
-        "assert isinstance(mod.NODE_CLASS_MAPPINGS, dict)\n"
+        "assert len(mod.NODE_CLASS_MAPPINGS) == 8 and mod.WEB_DIRECTORY == './web'\n"
         "assert 'iqa_map' not in sys.modules, 'the pack must not import itself by its library name'\n"
         "edict = sys.modules['ComfyUI-IQA-MAP-main'].__name__\n"
         "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.edict')\n"
@@ -57,3 +57,22 @@ def test_torch_is_not_a_declared_dependency():
     assert not names & {"torch", "torchvision", "torchaudio"}
     assert {"diffusers", "pyiqa", "safetensors", "numpy"} <= names
     assert importlib.util.find_spec("iqa_map") is not None
+
+
+def test_registry_metadata():
+    """What the Comfy Registry and ComfyUI-Manager read."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] and project["version"] and len(project["description"]) > 20
+    assert project["license"] == "Apache-2.0" and project["urls"]["Repository"].startswith("https://")
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"].startswith("https://")
+    assert (REPO / "docs" / "icon.png").is_file() and comfy["Icon"].endswith("docs/icon.png")
+    assert (REPO / "web" / "js").is_dir()
+
+
+def test_no_runtime_installs():
+    """A node pack must not pip-install at run time (ComfyUI-Manager owns the environment)."""
+    files = [REPO / "__init__.py"] + [p for sub in ("core", "nodes") for p in (REPO / sub).rglob("*.py")]
+    for p in files:
+        text = p.read_text()
+        assert "subprocess" not in text and "pip.main" not in text and "ensurepip" not in text, p

@@ -63,8 +63,10 @@ class Prior(torch.nn.Module):
         with grad_enabled():
             if img.is_inference():
                 img = img.clone()
-            img = _ensure_min_size(img, self.min_size)
-            return self._native(img).reshape(img.shape[0])
+            # The prior may live on another device than the image (a CPU metric beside a GPU model).
+            home, dev = img.device, self.device
+            img = _ensure_min_size(img.to(dev) if dev != home else img, self.min_size)
+            return self._native(img).reshape(img.shape[0]).to(home)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Oriented native score per image ([B]): higher = better."""

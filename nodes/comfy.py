@@ -1,0 +1,244 @@
+"""Everything that touches ComfyUI itself, imported lazily so the pack (and its tests) load without it.
+
+A ComfyUI MODEL is driven through ComfyUI's own sampling path: a
+``CFGGuider`` with a custom ``KSAMPLER`` whose sampler function runs the core
+(inversion or ascent) with the guider's denoiser ``D(x, sigma)``. ComfyUI thus
+does what it always does for a sampler - loads the model to the GPU, encodes
+the conditioning (SDXL's pooled/size conds included), applies patches, LoRAs,
+ControlNets and hooks, cleans up - and the core sees the k-diffusion denoiser
+it expects, in ComfyUI's sampler space (``process_latent_in`` already applied).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..core._grad import autograd_safe
+from ..core.models.base import Denoiser
+
+log = logging.getLogger("iqa_map")
+
+SUPPORTED_MODELS = ("epsilon-prediction and v-prediction diffusion models (SD1.x, SD2.x, SDXL and their "
+                    "fine-tunes)", "IQA-MAP's Load Built-in Prior Model", "Denoiser as Diffusion Model")
+
+
+def have_comfy() -> bool:
+    try:
+        import comfy.model_management  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- progress, interrupt, preview ----------------------------------------------------------------
+
+class Progress:
+    """ComfyUI's progress bar with a preview, interrupt check and a log line per iteration.
+
+    Outside ComfyUI it only logs, so node functions run the same in plain Python.
+    """
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label = max(int(total), 1), label
+        try:
+            import comfy.utils
+            self.bar = comfy.utils.ProgressBar(self.total)
+        except ImportError:
+            self.bar = None
+
+    def check_interrupt(self) -> None:
+        try:
+            import comfy.model_management
+        except ImportError:
+            return
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    def __call__(self, info: dict) -> None:
+        it = info["iteration"]
+        log.info("IQA-MAP %s: iteration %d/%d score %.2f fidelity %.4f (%.1f s)", self.label, it, self.total,
+                 info["score"], info["fidelity"], info["seconds"])
+        if self.bar is not None:
+            self.bar.update_absolute(it, self.total, _preview(info.get("image")))
+        self.check_interrupt()
+
+
+def _preview(img: Optional[torch.Tensor]):
+    if img is None:
+        return None
+    from PIL import Image
+    arr = (img[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    return ("JPEG", Image.fromarray(arr), 512)
+
+
+def default_device() -> torch.device:
+    try:
+        import comfy.model_management
+        return comfy.model_management.get_torch_device()
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def iqa_folder() -> Optional[str]:
+    """The first ``models/iqa`` folder ComfyUI knows (registered in :func:`register_model_folder`)."""
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    paths = folder_paths.get_folder_paths("iqa") if "iqa" in folder_paths.folder_names_and_paths else []
+    return paths[0] if paths else None
+
+
+def iqa_files() -> list[str]:
+    try:
+        import folder_paths
+        return folder_paths.get_filename_list("iqa")
+    except (ImportError, KeyError):
+        return []
+
+
+def iqa_file_path(name: str) -> Optional[str]:
+    import folder_paths
+    return folder_paths.get_full_path("iqa", name)
+
+
+def register_model_folder() -> None:
+    """``models/iqa``: pyiqa checkpoints, local NR-IQA networks and fitted calibration constants."""
+    try:
+        import folder_paths
+    except ImportError:
+        return
+    import os
+    path = os.path.join(folder_paths.models_dir, "iqa")
+    exts = {".pth", ".pt", ".pkl", ".safetensors", ".mat", ".json", ".ckpt"}
+    if "iqa" in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path("iqa", path)
+    else:
+        folder_paths.folder_names_and_paths["iqa"] = ([path], exts)
+    os.makedirs(path, exist_ok=True)
+
+
+# -- ComfyUI MODEL -> core denoiser ------------------------------------------------------------------
+
+def is_comfy_model(model: Any) -> bool:
+    return hasattr(model, "get_model_object") and hasattr(model, "model")
+
+
+def check_model_sampling(model) -> Any:
+    """The model's ``model_sampling``; a clear error for parameterisations EDICT cannot run."""
+    import comfy.model_sampling as ms_mod
+    ms = model.get_model_object("model_sampling")
+    flow = tuple(getattr(ms_mod, n) for n in ("CONST", "COSMOS_RFLOW") if hasattr(ms_mod, n))
+    if isinstance(ms, flow) or not isinstance(ms, ms_mod.EPS):
+        kind = type(model.model).__name__
+        raise ValueError(f"IQA-MAP cannot invert this model ({kind}, {type(ms).__mro__[1].__name__} sampling): "
+                         "flow-matching models such as SD3, Flux or Wan are not supported. Supported: "
+                         + "; ".join(SUPPORTED_MODELS) + ".")
+    return ms
+
+
+def comfy_sigmas(model, scheduler: str, steps: int, strength: float) -> torch.Tensor:
+    """ComfyUI's scheduler sigmas under KSampler's ``denoise`` convention (the core's ``strength``)."""
+    import comfy.samplers
+
+    from ..core.models.base import truncate_schedule
+    ms = check_model_sampling(model)
+    total, keep = truncate_schedule(steps, strength)
+    sigmas = comfy.samplers.calculate_sigmas(ms, scheduler, total).to(torch.float64).cpu()[-(keep + 1):]
+    if any(b >= a for a, b in zip(sigmas[:-1].tolist(), sigmas[1:].tolist())):
+        raise ValueError(f"scheduler '{scheduler}' gives repeated noise levels for {steps} steps at strength "
+                         f"{strength}; choose another scheduler (ddim_uniform, normal, karras) or more steps")
+    return sigmas
+
+
+class ComfyDenoiser(Denoiser):
+    """The guider's x0-denoiser inside a running ComfyUI sampler, as a core :class:`Denoiser`."""
+
+    def __init__(self, model_k: Callable, extra_args: dict, model_sampling, network: torch.nn.Module):
+        super().__init__(float(model_sampling.sigma_min), float(model_sampling.sigma_max))
+        self.model_k, self.extra_args, self.network = model_k, extra_args, network
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        s = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        out = self.model_k(x.float(), s.float(), **self.extra_args)
+        return out.to(x.dtype)
+
+    def to(self, device=None, dtype=None):  # ComfyUI owns placement
+        return self
+
+
+def run_in_comfy_sampler(model, latent: torch.Tensor, sigmas: torch.Tensor, fn: Callable, positive=None,
+                         negative=None, cfg: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Run ``fn(denoiser, x) -> latent`` inside ComfyUI's sampling of ``model``.
+
+    ``latent`` is a LATENT's raw ``samples``; ``fn`` gets it in sampler space and
+    returns a sampler-space latent, which comes back as raw ``samples``.
+    """
+    import comfy.samplers
+
+    check_model_sampling(model)
+    if positive is None:
+        raise ValueError("this MODEL needs conditioning: connect 'positive' (for example CLIP Text Encode "
+                         "with an empty or descriptive prompt)")
+    if cfg != 1.0 and negative is None:
+        raise ValueError(f"cfg {cfg} needs a 'negative' conditioning; connect one or set cfg to 1.0")
+    guider = comfy.samplers.CFGGuider(model)
+    guider.inner_set_conds({"positive": positive} if negative is None else {"positive": positive, "negative": negative})
+    guider.set_cfg(cfg)
+
+    def sampler_function(model_k, x, sigmas_, extra_args=None, callback=None, disable=None, **_):
+        with torch.inference_mode(False):
+            autograd_safe(guider.inner_model)
+            den = ComfyDenoiser(model_k, dict(extra_args or {}), guider.inner_model.model_sampling,
+                                guider.inner_model)
+            return fn(den, x.detach().clone())
+
+    sampler = comfy.samplers.KSAMPLER(sampler_function)
+    with torch.inference_mode(False):
+        latent = latent.detach().clone().float()
+        return guider.sample(torch.zeros_like(latent), latent, sampler, sigmas.to(torch.float32), seed=seed,
+                             disable_pbar=True)
+
+
+# -- ComfyUI VAE -> core codec -----------------------------------------------------------------------
+
+class ComfyVAECodec:
+    """A ComfyUI VAE between images in [0, 1] (``[B,3,H,W]``) and sampler-space latents, differentiable.
+
+    Decoding runs the VAE's own ``first_stage_model.decode`` (what ComfyUI's
+    VAEDecode runs, without its ``no_grad`` batching) after the model's
+    ``process_latent_out``, so the MAP objective sees what VAEDecode would show.
+    """
+
+    def __init__(self, vae, latent_format=None):
+        import comfy.model_management
+        self.vae = vae
+        self.fmt = latent_format
+        self.factor = int(vae.spacial_compression_decode())
+        comfy.model_management.load_models_gpu([vae.patcher])
+        self.net = vae.first_stage_model
+        with torch.inference_mode(False):
+            autograd_safe(self.net)
+
+    def _out(self, z):
+        return self.fmt.process_out(z) if self.fmt is not None else z
+
+    def _in(self, z):
+        return self.fmt.process_in(z) if self.fmt is not None else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raw = self._out(z).to(self.vae.device, self.vae.vae_dtype)
+        img = self.net.decode(raw).float()
+        if img.ndim == 5:  # video VAEs: one frame
+            img = img[:, :, 0]
+        return ((img + 1) / 2).clamp(0, 1).to(z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32)
+
+    def encode(self, img: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            raw = self.vae.encode(img.permute(0, 2, 3, 1)[..., :3].float().cpu())
+        return self._in(raw.to(img.device).float())
+
+
+def latent_format(model):
+    return model.get_model_object("latent_format") if is_comfy_model(model) else None

@@ -1,0 +1,256 @@
+"""The method as nodes: DDIM Invert -> Latent MAP Ascent -> Decode."""
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import comfy
+from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
+
+SCHEDULER_DEFAULT = "ddim_uniform"
+
+
+def _schedulers() -> list[str]:
+    try:
+        import comfy.samplers
+        names = list(comfy.samplers.KSampler.SCHEDULERS)
+    except ImportError:
+        names = ["ddim_uniform", "normal", "karras", "exponential", "sgm_uniform", "simple", "beta"]
+    return names if SCHEDULER_DEFAULT in names else [SCHEDULER_DEFAULT, *names]
+
+
+def _check_model(model):
+    if isinstance(model, CoreModel):
+        return "core"
+    if comfy.is_comfy_model(model):
+        return "comfy"
+    raise TypeError(f"expected a MODEL, got {type(model).__name__}")
+
+
+def _samples(latent) -> torch.Tensor:
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise TypeError("expected a LATENT (a dict with 'samples'), e.g. from VAE Encode")
+    z = latent["samples"]
+    if getattr(z, "is_nested", False) or z.ndim != 4:
+        raise ValueError(f"IQA-MAP works on image latents [B,C,H,W]; got shape {tuple(z.shape)}")
+    return z
+
+
+class DDIMInvert:
+    DESCRIPTION = ("Inverts a photo's latent into the diffusion model's noise space. EDICT (default) is exact: "
+                   "sampling the result back gives the photo again, so Latent MAP Ascent starts from the photo itself. "
+                   "DDIM is the classic approximate inversion, kept for comparison. Strength works like KSampler's "
+                   "denoise: how deep into the noise schedule to go.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (IQA_INVERSION,)
+    RETURN_NAMES = ("inversion",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A checkpoint MODEL (SD1.x/2.x/XL, epsilon or v) or an IQA-MAP "
+                          "pixel MODEL."}),
+                "latent": ("LATENT", {"tooltip": "The photo, encoded with the same model's VAE (VAE Encode)."}),
+                "method": (["edict", "ddim"], {"default": "edict", "tooltip": "edict: exact inversion (two "
+                           "coupled latents); ddim: approximate, for comparison."}),
+                "steps": ("INT", {"default": 10, "min": 1, "max": 1000, "tooltip": "Sampler steps actually run "
+                          "(each costs two model evaluations with EDICT)."}),
+                "strength": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
+                             "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the photo "
+                             "closer; 1.0 inverts to pure noise."}),
+                "mix": ("FLOAT", {"default": 0.93, "min": 0.5, "max": 0.999, "step": 0.001, "tooltip":
+                        "EDICT mixing coefficient p (the paper's 0.93)."}),
+                "scheduler": (_schedulers(), {"default": SCHEDULER_DEFAULT, "tooltip": "ComfyUI scheduler for "
+                              "checkpoint MODELs; IQA-MAP pixel MODELs use their own schedule."}),
+            },
+            "optional": {
+                "positive": ("CONDITIONING", {"tooltip": "Text conditioning (checkpoint MODELs need one; an empty "
+                             "prompt is fine). Kept for the ascent."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative conditioning, needed when cfg != 1."}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
+                        "Classifier-free guidance scale; 1.0 (no guidance) inverts most exactly."}),
+            },
+        }
+
+    def invert(self, model, latent, method="edict", steps=10, strength=0.5, mix=0.93,
+               scheduler=SCHEDULER_DEFAULT, positive=None, negative=None, cfg=1.0):
+        from ..core import map as M
+        z = _samples(latent)
+        if _check_model(model) == "core":
+            den = model.denoiser
+            with torch.inference_mode(False):
+                inv = M.invert(den, z.to(den.device), steps, strength, mix=mix, method=method)
+            return (InversionState(inv, model),)
+        sigmas = comfy.comfy_sigmas(model, scheduler, steps, strength)
+        out = {}
+
+        def run(den, x):
+            out["inv"] = M.invert(den, x, steps, strength, mix=mix, method=method, sigmas=sigmas)
+            return x
+
+        comfy.run_in_comfy_sampler(model, z, sigmas, run, positive, negative, cfg)
+        return (InversionState(out["inv"], model, positive, negative, cfg, scheduler),)
+
+
+def _weight_map(mask, shape, device) -> torch.Tensor | None:
+    """MASK (1 = free to change, as an inpainting mask) -> fidelity weight (1 - mask) at image size."""
+    if mask is None:
+        return None
+    m = mask.float()
+    m = m[None] if m.ndim == 2 else m
+    if m.ndim != 3:
+        raise ValueError(f"mask must be [H,W] or [B,H,W], got {tuple(mask.shape)}")
+    m = F.interpolate(m[:, None], size=shape[-2:], mode="bilinear", align_corners=False).clamp(0, 1)
+    if m.shape[0] not in (1, shape[0]):
+        raise ValueError(f"mask batch {m.shape[0]} does not match the image batch {shape[0]}")
+    return (1 - m).to(device)
+
+
+class LatentMAPAscent:
+    DESCRIPTION = ("Enhances the inverted photo: gradient ascent on the prior's score minus a fidelity penalty, "
+                   "with gradients through the exact EDICT sampler at constant memory. Returns the best iterate as "
+                   "LATENT and the per-iteration history (JSON). An optional monitor prior, never optimised, stops "
+                   "the run when the prior is being fooled (the hack guard).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "history")
+    OUTPUT_TOOLTIPS = ("The enhanced latent (decode with Decode or VAE Decode).",
+                       "JSON report: settings, one entry per iteration, scores before/after, time, memory.")
+    FUNCTION = "ascend"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..core.objective import DEFAULT_WEIGHT
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The MODEL the inversion was made with."}),
+                "vae": ("VAE", {"tooltip": "The VAE that encoded the photo (the pass-through VAE for pixel "
+                        "MODELs); decoding is differentiable."}),
+                "prior": (IQA_PRIOR, {"tooltip": "What 'better' means: the NR-IQA prior to maximise."}),
+                "inversion": (IQA_INVERSION, {"tooltip": "From DDIM Invert."}),
+                "fidelity": (list(DEFAULT_WEIGHT), {"default": "nlpd", "tooltip": "Distance to the input that is "
+                             "penalised: nlpd (perceptual, as in the paper), mse, ssim (1-SSIM) or none."}),
+                "fidelity_weight": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1e6, "step": 0.5, "tooltip":
+                                    "Lambda; -1 = the fidelity's default ("
+                                    + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT.items()) + "). Higher "
+                                    "stays closer to the photo."}),
+                "iterations": ("INT", {"default": 20, "min": 0, "max": 1000, "tooltip": "Gradient steps."}),
+                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.0005, "tooltip":
+                                  "0 = the optimiser's default (adam 0.003, momentum 2.0)."}),
+                "optimizer": (["adam", "momentum"], {"default": "adam", "tooltip": "adam, or the public recipe's "
+                              "clipped momentum update."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seeds the optional "
+                         "perturbation; the result is deterministic for a seed."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Where the mask is 1 the image may change freely; where 0 it is held "
+                         "to the photo (as an inpainting mask; an IQA quality map plugs in directly)."}),
+                "monitor": (IQA_PRIOR, {"tooltip": "A held-out prior, scored but never optimised: the hack guard "
+                            "fires when the prior rises while this one falls."}),
+                "hack_margin": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 100.0, "step": 0.5, "tooltip":
+                                "Monitor drop (calibrated points) that counts as fooling the prior."}),
+                "on_hack": (["stop", "warn"], {"default": "stop", "tooltip": "stop: end the run and keep the best "
+                            "iterate before the hack; warn: note it in the history and go on."}),
+                "patience": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Stop after this many "
+                             "iterations without improvement (0 = never)."}),
+                "perturb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip":
+                            "Std of a seeded random perturbation added each step (DOODL uses 1e-4)."}),
+            },
+        }
+
+    def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
+               learning_rate=0.0, optimizer="adam", seed=0, mask=None, monitor=None, hack_margin=10.0,
+               on_hack="stop", patience=0, perturb=0.0):
+        from ..core import map as M
+        if not isinstance(inversion, InversionState):
+            raise TypeError("'inversion' must come from DDIM Invert")
+        kind = _check_model(model)
+        if kind != _check_model(inversion.model) or (kind == "comfy" and model.model is not inversion.model.model) \
+                or (kind == "core" and model is not inversion.model):
+            raise ValueError("the inversion was made with a different MODEL; connect the same MODEL to DDIM Invert "
+                             "and Latent MAP Ascent")
+        settings = M.MapSettings(iterations=iterations, optimizer=optimizer, lr=learning_rate or None,
+                                 fidelity=fidelity, fidelity_weight=None if fidelity_weight < 0 else fidelity_weight,
+                                 seed=seed, hack_margin=hack_margin, on_hack=on_hack, patience=patience or None,
+                                 perturb=perturb)
+        monitors = [monitor] if monitor is not None else []
+        progress = comfy.Progress(iterations, "ascent")
+        inv = inversion.inversion
+
+        def run(den, codec):
+            shape = (inv.latent.shape[0], 3, inv.latent.shape[-2] * codec.factor, inv.latent.shape[-1] * codec.factor)
+            return M.ascend_inversion(den, inv, prior, settings, codec=codec, monitors=monitors,
+                                      weight_map=_weight_map(mask, shape, inv.latent.device), callback=progress)
+
+        if kind == "core":
+            if not isinstance(vae, PassthroughVAE):
+                raise ValueError("a pixel MODEL needs the pass-through VAE from Load Built-in Prior Model")
+            with torch.inference_mode(False):
+                res = run(model.denoiser, vae.codec)
+            out = res.latent.float()
+        else:
+            if isinstance(vae, PassthroughVAE):
+                raise ValueError("a checkpoint MODEL needs the checkpoint's VAE, not the pass-through VAE")
+            codec = comfy.ComfyVAECodec(vae, comfy.latent_format(model))
+            box = {}
+
+            def sampler_run(den, x):
+                box["res"] = run(den, codec)
+                return box["res"].latent.float()
+
+            raw = codec._out(inv.latent.float())
+            out = comfy.run_in_comfy_sampler(inversion.model, raw, inv.sigmas, sampler_run, inversion.positive,
+                                             inversion.negative, inversion.cfg, seed)
+            res = box["res"]
+        report = _jsonable(res.report)
+        return ({"samples": out.detach().float().cpu()}, json.dumps(report, indent=1))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+class Decode:
+    DESCRIPTION = ("Decodes a LATENT to IMAGE with the same differentiable path the ascent scores (tiled when "
+                   "large), in VAE Decode's conventions; also decodes pixel LATENTs of the pass-through VAE.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "From Latent MAP Ascent (or any latent of this VAE)."}),
+            "vae": ("VAE", {"tooltip": "The VAE the latent belongs to."}),
+            "tile_size": ("INT", {"default": 1024, "min": 0, "max": 8192, "step": 64, "tooltip": "Decode in "
+                          "overlapping tiles when the image is larger than this (pixels); 0 = never tile."}),
+        }}
+
+    def decode(self, samples, vae, tile_size=1024):
+        z = _samples(samples)
+        if isinstance(vae, PassthroughVAE):
+            return (vae.decode(z),)
+        factor = int(vae.spacial_compression_decode())
+        if tile_size and max(z.shape[-2:]) * factor > tile_size:
+            t = max(tile_size // factor, 8)
+            img = vae.decode_tiled(z, tile_x=t, tile_y=t, overlap=max(t // 8, 2))
+        else:
+            codec = comfy.ComfyVAECodec(vae)
+            with torch.inference_mode(False), torch.no_grad():
+                img = codec.decode(z.float()).movedim(1, -1)
+        return (img.reshape(-1, *img.shape[-3:]).float().cpu(),)

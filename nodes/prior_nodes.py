@@ -1,0 +1,158 @@
+"""Priors as ComfyUI nodes: load, fuse, score."""
+from __future__ import annotations
+
+import torch
+
+from . import comfy
+from .types import CATEGORY, IQA_PRIOR
+
+DEVICES = ["auto", "cpu", "gpu"]
+
+
+def prior_names() -> list[str]:
+    """Every loadable name; the built-ins alone when pyiqa is missing (the pack must still load)."""
+    from ..core.priors import BUILTINS
+    try:
+        from ..core.priors import available
+        names = available()
+    except Exception:  # pyiqa missing or broken: the node reports it when used
+        names = ["builtin", "hybrid-builtin", *BUILTINS]
+    first = ["builtin", "hybrid-builtin", "niqe", "brisque", "piqe"]
+    return first + [n for n in names if n not in first]
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "gpu" and not torch.cuda.is_available():
+        raise ValueError("device 'gpu' chosen but no CUDA GPU is available; choose 'auto' or 'cpu'")
+    return comfy.default_device() if choice == "auto" else torch.device("cuda")
+
+
+class LoadIQAPrior:
+    DESCRIPTION = ("Loads a no-reference image-quality model as a differentiable prior (higher = better). "
+                   "The built-ins (NIQE, BRISQUE, PIQE, and 'builtin' = NIQE+BRISQUE) need no download; pyiqa "
+                   "models read their weights from models/iqa (see the README for offline placement).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (IQA_PRIOR,)
+    RETURN_NAMES = ("prior",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "name": (prior_names(), {"default": "builtin", "tooltip": "NR-IQA model. 'builtin' fuses NIQE and "
+                         "BRISQUE and runs anywhere; other names are pyiqa metrics (weights in models/iqa)."}),
+                "calibration": (["default", "none"], {"default": "default", "tooltip": "'default' maps the score to "
+                                "0-100 (100 = best) with shipped or models/iqa/iqa_map_calibration.json constants, "
+                                "so fidelity weights and fusion mean the same for every prior; 'none' uses the "
+                                "model's native score."}),
+                "device": (DEVICES, {"default": "auto", "tooltip": "Where the IQA model runs; 'auto' follows "
+                           "ComfyUI's device."}),
+            },
+            "optional": {
+                "weights_file": (["none", *comfy.iqa_files()], {"default": "none", "tooltip": "A local network in "
+                                 "models/iqa to use instead of a named model (safetensors CNNIQA weights, "
+                                 "'cnniqa' architecture)."}),
+            },
+        }
+
+    def load(self, name, calibration="default", device="auto", weights_file="none"):
+        from ..core import priors
+        dev = _device(device)
+        folder = comfy.iqa_folder()
+        try:
+            if weights_file and weights_file != "none":
+                path = comfy.iqa_file_path(weights_file)
+                if path is None:
+                    raise FileNotFoundError(f"'{weights_file}' is not in models/iqa")
+                prior = priors.load_local(path, device=dev, weights_dir=folder)
+            else:
+                prior = priors.load(name, weights_dir=folder, device=dev)
+        except ImportError as e:
+            raise RuntimeError(f"loading prior '{name}' needs pyiqa, which ComfyUI's Python cannot import ({e}): "
+                               "pip install pyiqa in that Python (ComfyUI-Manager installs requirements.txt), "
+                               "then restart ComfyUI") from None
+        if calibration == "none":
+            _drop_calibration(prior)
+        return (prior.to(dev).eval(),)
+
+
+def _drop_calibration(prior) -> None:
+    if hasattr(prior, "priors"):
+        raise ValueError("a fused prior combines calibrated scores; keep calibration 'default' for it")
+    prior.calibration = None
+
+
+class FusePriors:
+    DESCRIPTION = ("Combines two to four priors into one: a weighted mean, geometric mean or soft minimum of their "
+                   "calibrated 0-100 scores, optionally averaged over scales. The soft minimum makes it hard to fool "
+                   "one metric at the expense of another.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (IQA_PRIOR,)
+    RETURN_NAMES = ("prior",)
+    FUNCTION = "fuse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..core.priors import FUSION_MODES
+        w = lambda d: ("FLOAT", {"default": d, "min": 0.0, "max": 100.0, "step": 0.05,  # noqa: E731
+                                 "tooltip": "Relative weight of this prior (weights are normalised; 0 drops it)."})
+        p = lambda: (IQA_PRIOR, {"tooltip": "A prior with calibration 'default'."})  # noqa: E731
+        return {
+            "required": {
+                "prior_1": p(), "weight_1": w(1.0), "prior_2": p(), "weight_2": w(1.0),
+                "mode": (list(FUSION_MODES), {"default": "mean", "tooltip": "mean: weighted mean; geometric: "
+                         "weighted geometric mean; softmin: smooth minimum, the gradient goes to the worst metric."}),
+                "temperature": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 100.0, "step": 0.1, "tooltip":
+                                "softmin only: smaller is closer to the minimum, larger to the mean (0-100 scale)."}),
+                "multiscale": ("BOOLEAN", {"default": False, "tooltip": "Also score at 0.75x and average, so "
+                               "the result cannot be tuned to one scale."}),
+            },
+            "optional": {"prior_3": p(), "weight_3": w(1.0), "prior_4": p(), "weight_4": w(1.0)},
+        }
+
+    def fuse(self, prior_1, weight_1, prior_2, weight_2, mode="mean", temperature=10.0, multiscale=False,
+             prior_3=None, weight_3=1.0, prior_4=None, weight_4=1.0):
+        from ..core.priors import MultiScalePrior, fuse
+        members = [(p, w) for p, w in ((prior_1, weight_1), (prior_2, weight_2), (prior_3, weight_3),
+                                        (prior_4, weight_4)) if p is not None]
+        for p, _ in members:
+            if getattr(p, "calibration", None) is None and not hasattr(p, "priors"):
+                raise ValueError(f"prior '{p.name}' has no calibration; load it with calibration 'default' "
+                                 "(fusion averages calibrated 0-100 scores)")
+        name = f"{mode}(" + ",".join(f"{p.name}:{w:g}" for p, w in members if w) + ")"
+        fused = fuse(members, mode=mode, temperature=temperature, name=name)
+        return (MultiScalePrior(fused, name=f"ms-{name}") if multiscale else fused,)
+
+
+class IQAScore:
+    DESCRIPTION = "Scores images with a prior and shows the score on the node (native score, and 0-100 if calibrated)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FLOAT", "STRING")
+    RETURN_NAMES = ("score", "text")
+    OUTPUT_TOOLTIPS = ("Mean native score over the batch (the metric's own scale and direction).",
+                       "One line per image.")
+    FUNCTION = "score"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "Images to score (a batch gives one line each)."}),
+            "prior": (IQA_PRIOR, {"tooltip": "The NR-IQA model that scores."}),
+        }}
+
+    def score(self, image, prior):
+        from ..core.map import comparable_score
+        img = image[..., :3].movedim(-1, 1).float()
+        with torch.no_grad():
+            native = prior.native(img).float().cpu()
+            comparable = comparable_score(prior, img).float().cpu()
+        direction = "lower is better" if getattr(prior, "lower_better", False) else "higher is better"
+        calibrated = getattr(prior, "calibration", None) is not None or hasattr(prior, "priors")
+        lines = [f"{prior.name} [{i}]: {float(n):.3f} ({direction})"
+                 + (f", {float(c):.1f}/100" if calibrated else "") for i, (n, c) in enumerate(zip(native, comparable))]
+        text = "\n".join(lines)
+        return {"ui": {"text": [text]}, "result": (float(native.mean()), text)}

@@ -1,0 +1,94 @@
+"""In-process checks of the ComfyUI adapter, run with ComfyUI's Python; prints one JSON line.
+
+    $COMFYUI_PYTHON check_adapter.py MODELS_DIR IMAGE
+
+Everything runs under ``torch.inference_mode()`` as ComfyUI's executor does:
+load the tiny SD 1.5 checkpoint with ComfyUI's loader, encode with CLIP Text
+Encode and VAE Encode, then the pack's nodes.
+"""
+import json
+import os
+import sys
+
+MODELS, IMAGE = (os.path.abspath(a) for a in sys.argv[1:3])
+sys.path.insert(0, os.environ["COMFYUI_PATH"])
+sys.argv = [sys.argv[0], "--cpu"]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()
+import comfy.model_sampling  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+import nodes as core_nodes  # noqa: E402
+from spandrel import ModelLoader  # noqa: E402
+
+from iqa_map import NODE_CLASS_MAPPINGS as N  # noqa: E402
+from iqa_map.core import edict  # noqa: E402
+
+
+def main():
+    torch.set_num_threads(1)
+    out = {}
+    img = torch.from_numpy(np.asarray(Image.open(IMAGE).convert("RGB"), dtype=np.float32) / 255)[None, :64, :64]
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            os.path.join(MODELS, "checkpoints", "tiny_sd15.safetensors"), output_vae=True, output_clip=True)
+        out["model_config"] = type(model.model.model_config).__name__
+        pos, = core_nodes.CLIPTextEncode().encode(clip, "")
+        lat, = core_nodes.VAEEncode().encode(vae, img)
+        prior, = N["IQAMAP_LoadIQAPrior"]().load("niqe", "default", "cpu")
+        inv, = N["IQAMAP_DDIMInvert"]().invert(model, lat, "edict", 3, 0.5, positive=pos)
+        # Sample the pair back through a fresh ComfyUI sampling: EDICT must give the latent again.
+        from iqa_map.nodes import comfy as C
+        back = C.run_in_comfy_sampler(model, lat["samples"], inv.inversion.sigmas,
+                                      lambda den, x: edict.sample(den, inv.inversion.pair, inv.inversion.sigmas,
+                                                                  grad=None)[0].float(), pos)
+        out["reconstruction_rel_error"] = float((back - lat["samples"]).norm() / lat["samples"].norm())
+        res, hist = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=2)
+        report = json.loads(hist)
+        out["scores"] = [h["score"] for h in report["history"]]
+        out["inversion_error"] = report["inversion_error"]
+        out["latent_shape"] = list(res["samples"].shape)
+        ours, = N["IQAMAP_Decode"]().decode(res, vae)
+        theirs, = core_nodes.VAEDecode().decode(vae, res)
+        out["decode_max_diff"] = float((ours - theirs).abs().max())
+        out["image_shape"] = list(ours.shape)
+        ddim_inv, = N["IQAMAP_DDIMInvert"]().invert(model, lat, "ddim", 3, 0.5, positive=pos)
+        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, ddim_inv, iterations=1)
+        out["ddim_inversion_error"] = json.loads(hist)["inversion_error"]
+
+        # A flow-matching model must be refused with a clear message.
+        class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+            pass
+
+        class FakeFlowModel:
+            model = object()
+
+            def get_model_object(self, name):
+                return Flow()
+        try:
+            N["IQAMAP_DDIMInvert"]().invert(FakeFlowModel(), lat, positive=pos)
+            out["flow_error"] = None
+        except ValueError as e:
+            out["flow_error"] = str(e)
+
+        # Denoiser as Diffusion Model: a spandrel DnCNN from Load Upscale Model's loader.
+        sd = comfy.utils.load_torch_file(os.path.join(MODELS, "upscale_models", "tiny_dncnn.pth"), safe_load=True)
+        desc = ModelLoader().load_from_state_dict(sd).eval()
+        dmodel, = N["IQAMAP_DenoiserAsDiffusionModel"]().convert(desc, 0.0, 0.5)
+        bvae = N["IQAMAP_LoadBuiltinPriorModel"]().load("cpu")[1]
+        plat = {"samples": bvae.encode(img)}
+        pinv, = N["IQAMAP_DDIMInvert"]().invert(dmodel, plat, "edict", 3, 0.5)
+        pres, phist = N["IQAMAP_LatentMAPAscent"]().ascend(dmodel, bvae, prior, pinv, iterations=1)
+        out["dncnn_inversion_error"] = json.loads(phist)["inversion_error"]
+        out["dncnn_image_shape"] = list(N["IQAMAP_Decode"]().decode(pres, bvae)[0].shape)
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

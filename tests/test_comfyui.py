@@ -1,0 +1,126 @@
+"""Inside a real ComfyUI (``COMFYUI_PATH``; skipped with the reason printed otherwise).
+
+    COMFYUI_PATH=~/ComfyUI COMFYUI_PYTHON=~/ComfyUI/venv/bin/python pytest -m comfyui -rs
+
+Starts ComfyUI headless with ``--cpu`` and this pack in ``custom_nodes``, with
+random-weight models (an SD 1.5-architecture checkpoint, a spandrel upscaler and
+denoiser) that the tests build into a temporary models folder.
+"""
+import json
+import re
+import time
+
+import pytest
+from comfy_harness import REPO, ComfyServer, comfyui_path, run_script, ui_to_api
+
+from iqa_map import NODE_CLASS_MAPPINGS
+
+pytestmark = pytest.mark.comfyui
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    comfyui_path()
+    srv = ComfyServer(tmp_path_factory.mktemp("comfy"))
+    yield srv
+    srv.stop()
+
+
+def test_pack_loads_and_lists_every_node(server):
+    log = server.text()
+    ours = [ln for ln in log.splitlines() if "ComfyUI-IQA-MAP" in ln]
+    # ComfyUI lists every custom-node folder with its import time, '(IMPORT FAILED)' when it broke.
+    assert ours and not any("IMPORT FAILED" in ln or "Cannot import" in ln for ln in ours), log[-3000:]
+    info = server.get("/object_info")
+    for key, cls in NODE_CLASS_MAPPINGS.items():
+        assert key in info, f"{key} missing from /object_info"
+        ours = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            assert list(info[key]["input"].get(section, {})) == list(ours.get(section, {}))
+        assert info[key]["category"] == "IQA-MAP" and info[key]["description"]
+    # The core nodes the shipped workflows use exist in this ComfyUI.
+    for path in WORKFLOWS:
+        for node in json.loads(path.read_text())["nodes"]:
+            assert node["type"] in info, f"{path.name}: {node['type']} is not a node of this ComfyUI"
+
+
+def _small(prompt: dict, size: int = 64, iterations: int = 2) -> dict:
+    """The SD workflows against the tiny random checkpoint, at small size and few iterations."""
+    for node in prompt.values():
+        ins = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            ins["ckpt_name"] = "tiny_sd15.safetensors"
+        elif node["class_type"] == "UpscaleModelLoader":
+            ins["model_name"] = "tiny_compact_x4.pth"
+        elif node["class_type"] == "ImageScale":
+            ins["width"] = ins["height"] = size
+        elif node["class_type"] == "IQAMAP_LatentMAPAscent":
+            ins["iterations"] = iterations
+        elif node["class_type"] == "IQAMAP_DDIMInvert":
+            ins["steps"] = 2
+    return prompt
+
+
+def _run(server, prompt: dict, timeout=900) -> dict:
+    pid = server.queue(prompt)
+    entry = server.wait(pid, timeout)
+    status = entry["status"]
+    assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:] + server.text()[-3000:]
+    return entry
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_shipped_workflow_runs(server, path):
+    prompt = ui_to_api(json.loads(path.read_text()), server.get("/object_info"))
+    if "cpu" not in path.stem:
+        prompt = _small(prompt)  # the CPU workflow runs as shipped
+    entry = _run(server, prompt)
+    saved = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    n_save = sum(1 for n in prompt.values() if n["class_type"] == "SaveImage")
+    assert len(saved) == n_save and n_save >= 1
+    for img in saved:
+        assert (server.base / "output" / img.get("subfolder", "") / img["filename"]).stat().st_size > 0
+    scores = [t for out in entry["outputs"].values() for t in out.get("text", [])]
+    assert scores and all("/100" in t or "better" in t for t in scores)
+
+
+def test_interrupt_stops_the_ascent_within_one_iteration(server):
+    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    prompt = ui_to_api(ui, server.get("/object_info"))
+    for node in prompt.values():
+        if node["class_type"] == "IQAMAP_LatentMAPAscent":
+            node["inputs"].update(iterations=500, seed=12345)  # a new input: nothing cached
+        if node["class_type"] == "ImageScale":
+            node["inputs"].update(width=96, height=96)
+    pattern = re.compile(r"IQA-MAP ascent: iteration (\d+)/500")
+    pid = server.queue(prompt)
+    t0 = time.time()
+    while not [int(m) for m in pattern.findall(server.text())] or max(map(int, pattern.findall(server.text()))) < 2:
+        assert time.time() - t0 < 600, server.text()[-3000:]
+        time.sleep(0.2)
+    server.post("/interrupt")
+    at_interrupt = max(map(int, pattern.findall(server.text())))
+    entry = server.wait(pid, 300)
+    assert entry["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"])
+    last = max(map(int, pattern.findall(server.text())))
+    assert last <= at_interrupt + 1, f"interrupted at iteration {at_interrupt}, went on to {last}"
+
+
+def test_adapter_inside_comfyui(tmp_path):
+    """ComfyUI's own loaders and encoders, then the pack's nodes, under inference mode (in-process)."""
+    run_models = tmp_path / "models"
+    out = run_script("build_tiny_models.py", run_models)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("check_adapter.py", run_models, comfyui_path() / "input" / "example.png")
+    assert out.returncode == 0, out.stderr[-5000:]
+    r = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert r["model_config"] == "SD15"
+    assert r["reconstruction_rel_error"] < 1e-4 and r["inversion_error"] < 1e-4  # EDICT through ComfyUI's sampler
+    assert r["ddim_inversion_error"] > 100 * r["inversion_error"]
+    assert len(r["scores"]) == 3 and all(s == s for s in r["scores"])  # 2 iterations, finite scores
+    assert r["latent_shape"] == [1, 4, 8, 8] and r["image_shape"] == [1, 64, 64, 3]
+    assert r["decode_max_diff"] < 1e-5  # Decode == ComfyUI's VAEDecode
+    assert "flow-matching" in r["flow_error"] and "SD1.x" in r["flow_error"]
+    assert r["dncnn_inversion_error"] < 1e-4 and r["dncnn_image_shape"] == [1, 64, 64, 3]

@@ -1,0 +1,196 @@
+"""The node pack without ComfyUI: contracts, and every node function on small real models."""
+import inspect
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import REPO, dev_photo
+
+from iqa_map import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from iqa_map.nodes.map_nodes import _weight_map
+from iqa_map.nodes.types import CoreModel, PassthroughVAE
+
+N = NODE_CLASS_MAPPINGS
+WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+@pytest.mark.parametrize("key", sorted(N))
+def test_node_contract(key):
+    cls = N[key]
+    assert key in NODE_DISPLAY_NAME_MAPPINGS
+    assert cls.CATEGORY == "IQA-MAP" and len(cls.DESCRIPTION) > 40
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional"} and spec["required"]
+    assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
+    if hasattr(cls, "RETURN_NAMES"):
+        assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+    fn = getattr(cls(), cls.FUNCTION)
+    params = inspect.signature(fn).parameters
+    for section, inputs in spec.items():
+        for name, (kind, *opts) in inputs.items():
+            assert opts and opts[0].get("tooltip"), f"{key}.{name} has no tooltip"
+            assert name in params, f"{key}.{cls.FUNCTION} does not take '{name}'"
+            if section == "optional":
+                assert params[name].default is not inspect.Parameter.empty, f"optional {key}.{name} needs a default"
+            if isinstance(kind, list):
+                assert opts[0].get("default", kind[0]) in kind
+            else:
+                assert kind in WIDGETS or kind.isupper(), f"{key}.{name}: unknown type {kind}"
+    # Every parameter of the function is a declared input.
+    declared = {n for inputs in spec.values() for n in inputs}
+    assert set(params) <= declared
+
+
+@pytest.fixture(scope="module")
+def cpu_graph():
+    """The CPU workflow's chain, run under inference mode as ComfyUI's executor runs nodes."""
+    img = (dev_photo(crop=48, dtype=torch.float32) + 1) / 2
+    image = img.movedim(1, -1)  # IMAGE: [B,H,W,C]
+    with torch.inference_mode():
+        model, vae = N["IQAMAP_LoadBuiltinPriorModel"]().load("cpu")
+        prior, = N["IQAMAP_LoadIQAPrior"]().load("builtin", "default", "cpu")
+        monitor, = N["IQAMAP_LoadIQAPrior"]().load("piqe", "default", "cpu")
+        latent = {"samples": vae.encode(image)}
+        inv, = N["IQAMAP_DDIMInvert"]().invert(model, latent, "edict", 3, 0.35)
+        out, history = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=3, monitor=monitor,
+                                                              on_hack="warn")
+        decoded, = N["IQAMAP_Decode"]().decode(out, vae)
+        scored = N["IQAMAP_IQAScore"]().score(decoded, prior)
+    return SimpleNamespace(image=image, model=model, vae=vae, prior=prior, monitor=monitor, latent=latent, inv=inv,
+                           out=out, report=json.loads(history), decoded=decoded, scored=scored)
+
+
+def test_cpu_graph_enhances(cpu_graph):
+    g = cpu_graph
+    assert g.latent["samples"].shape == (1, 3, 48, 48)
+    assert g.out["samples"].shape == (1, 3, 48, 48)
+    r = g.report
+    for field in ("settings", "history", "inversion_error", "denoiser_evals", "wall_seconds", "peak_memory_bytes",
+                  "input_scores", "output_scores", "psnr_vs_input", "ssim_vs_input"):
+        assert field in r
+    assert r["inversion_error"] < 1e-4  # EDICT is exact
+    assert len(r["history"]) == 4 and "monitors" in r["history"][0]
+    best = max(h["objective"] for h in r["history"])
+    assert best > r["history"][0]["objective"]
+    assert r["output_scores"]["hybrid-builtin"] > r["input_scores"]["hybrid-builtin"]
+    assert r["psnr_vs_input"] > 25
+
+
+def test_decode_and_score_follow_comfy_conventions(cpu_graph):
+    g = cpu_graph
+    assert g.decoded.shape == (1, 48, 48, 3) and 0 <= float(g.decoded.min()) and float(g.decoded.max()) <= 1
+    # The pass-through VAE round-trips images exactly, as ComfyUI's VAE Encode/Decode would use it.
+    assert torch.allclose(g.vae.decode(g.vae.encode(g.image)), g.image, atol=1e-6)
+    score, text = g.scored["result"]
+    with torch.no_grad():
+        expect = float(g.prior.native(g.decoded.movedim(-1, 1)))
+    assert score == pytest.approx(expect, rel=1e-5)
+    assert g.scored["ui"]["text"] == [text] and "hybrid-builtin" in text and "/100" in text
+
+
+def test_mask_frees_pixels_from_fidelity(cpu_graph):
+    g = cpu_graph
+    w = _weight_map(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), (1, 3, 4, 4), "cpu")
+    assert w.shape == (1, 1, 4, 4) and float(w[0, 0, 0, 0]) == 1.0 and float(w[0, 0, 0, -1]) == 0.0
+    with torch.inference_mode():
+        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, g.inv, fidelity="mse",
+                                                        iterations=1, mask=torch.ones(48, 48))
+    # Free everywhere: the fidelity term is exactly zero at every iterate.
+    assert all(h["fidelity"] == 0.0 for h in json.loads(hist)["history"])
+
+
+def test_ddim_inversion_is_approximate_edict_exact(cpu_graph):
+    g = cpu_graph
+    with torch.inference_mode():
+        inv, = N["IQAMAP_DDIMInvert"]().invert(g.model, g.latent, "ddim", 3, 0.35)
+        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, inv, iterations=0)
+    assert json.loads(hist)["inversion_error"] > 10 * max(g.report["inversion_error"], 1e-9)
+
+
+def test_fuse_priors_is_weighted_mean_of_calibrated_scores(cpu_graph):
+    with torch.inference_mode():
+        niqe, = N["IQAMAP_LoadIQAPrior"]().load("niqe")
+        brisque, = N["IQAMAP_LoadIQAPrior"]().load("brisque")
+        fused, = N["IQAMAP_FusePriors"]().fuse(niqe, 3.0, brisque, 1.0, "mean")
+        ms, = N["IQAMAP_FusePriors"]().fuse(niqe, 1.0, brisque, 1.0, "softmin", multiscale=True)
+        img = (dev_photo(crop=192, dtype=torch.float32) + 1) / 2  # above every member's minimum size
+        expect = (3 * niqe.calibrated(img) + brisque.calibrated(img)) / 4
+        assert torch.allclose(fused.calibrated(img).double(), expect.double(), atol=1e-4)
+        assert ms.name.startswith("ms-softmin(") and torch.isfinite(ms(img)).all()
+        raw, = N["IQAMAP_LoadIQAPrior"]().load("niqe", calibration="none")
+        with pytest.raises(ValueError, match="calibration"):
+            N["IQAMAP_FusePriors"]().fuse(raw, 1.0, brisque, 1.0)
+
+
+def test_uncalibrated_prior_optimises_native_score(cpu_graph):
+    from iqa_map.core.map import comparable_score
+    with torch.inference_mode():
+        raw, = N["IQAMAP_LoadIQAPrior"]().load("niqe", calibration="none")
+        img = cpu_graph.decoded.movedim(-1, 1)
+        assert raw.calibration is None
+        assert torch.allclose(comparable_score(raw, img), -raw.native(img))  # NIQE: lower is better
+
+
+def test_clear_errors(cpu_graph):
+    g = cpu_graph
+    with pytest.raises(ValueError, match="unknown prior 'niqee'.*niqe"):
+        N["IQAMAP_LoadIQAPrior"]().load("niqee")
+    with pytest.raises(TypeError, match="only with IQA-MAP nodes"):
+        g.model.model_options  # what KSampler would touch first
+    other = CoreModel(g.model.denoiser, "other")
+    with pytest.raises(ValueError, match="different MODEL"):
+        N["IQAMAP_LatentMAPAscent"]().ascend(other, g.vae, g.prior, g.inv, iterations=1)
+    with pytest.raises(ValueError, match="checkpoint's VAE"):
+        PassthroughVAE().decode(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(TypeError, match="LATENT"):
+        N["IQAMAP_DDIMInvert"]().invert(g.model, g.image)
+    with pytest.raises(TypeError, match="DDIM Invert"):
+        N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, "not an inversion")
+
+
+class _EchoDRUNet(torch.nn.Module):
+    """DRUNet's interface (image + noise-level channel in, image out); records what it was given."""
+
+    def forward(self, x):
+        self.seen = x.detach()
+        return x[:, :3]
+
+
+def test_denoiser_as_diffusion_model_follows_spandrel_conventions():
+    from iqa_map.nodes.model_nodes import denoiser_from_spandrel
+    net = _EchoDRUNet()
+    desc = SimpleNamespace(architecture=SimpleNamespace(id="DRUNet"), model=net, scale=1,
+                           size_requirements=SimpleNamespace(multiple_of=8))
+    model, = N["IQAMAP_DenoiserAsDiffusionModel"]().convert(desc, 0.0, 0.5)
+    den = model.denoiser
+    assert den.sigma_max == pytest.approx(2 * 50 / 255)  # trained range, on the [-1, 1] scale
+    x = torch.rand(1, 3, 30, 30) * 2 - 1
+    out = den(x, 0.2)
+    assert out.shape == x.shape and torch.allclose(out, x, atol=1e-6)  # identity network -> identity denoiser
+    assert net.seen.shape == (1, 4, 32, 32)  # padded to DRUNet's multiple of 8
+    assert torch.allclose(net.seen[:, 3], torch.full((1, 32, 32), 0.1))  # sigma 0.2 on [-1,1] = 0.1 on [0,1]
+    with pytest.raises(ValueError, match="not a Gaussian denoiser.*DnCNN, DRUNet"):
+        denoiser_from_spandrel(SimpleNamespace(architecture=SimpleNamespace(id="ESRGAN"), model=net, scale=4))
+    with pytest.raises(ValueError, match="upscales x4"):
+        denoiser_from_spandrel(SimpleNamespace(architecture=SimpleNamespace(id="SCUNet"), model=net, scale=4))
+
+
+def test_pack_loads_without_pyiqa_and_reports_it_when_used():
+    code = (
+        "import sys; sys.modules['pyiqa'] = None\n"
+        "import iqa_map\n"
+        "from iqa_map.nodes import NODE_CLASS_MAPPINGS as N\n"
+        "assert len(N) == 8, N\n"
+        "names = N['IQAMAP_LoadIQAPrior'].INPUT_TYPES()['required']['name'][0]\n"
+        "assert 'builtin' in names and 'musiq' not in names\n"
+        "try:\n"
+        "    N['IQAMAP_LoadIQAPrior']().load('niqe')\n"
+        "except RuntimeError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ERR" in out.stdout and "pip install pyiqa" in out.stdout

@@ -1,0 +1,293 @@
+"""Write the shipped ComfyUI workflows (UI format) and their thumbnails into ``workflows/``.
+
+    python tools/make_workflows.py
+
+Graphs are described compactly below; widget order comes from the pack's own
+``INPUT_TYPES`` and, for ComfyUI's core nodes, from the table ``CORE`` (checked
+against a real ComfyUI's ``/object_info`` by the integration tests).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "workflows"
+
+#: core node -> (inputs [(name, type)], widgets [names], outputs [(name, type)])
+CORE = {
+    "CheckpointLoaderSimple": ([], ["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
+    "LoadImage": ([], ["image", "upload"], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "ImageScale": ([("image", "IMAGE")], ["upscale_method", "width", "height", "crop"], [("IMAGE", "IMAGE")]),
+    "VAEEncode": ([("pixels", "IMAGE"), ("vae", "VAE")], [], [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], ["filename_prefix"], []),
+    "UpscaleModelLoader": ([], ["model_name"], [("UPSCALE_MODEL", "UPSCALE_MODEL")]),
+    "ImageUpscaleWithModel": ([("upscale_model", "UPSCALE_MODEL"), ("image", "IMAGE")], [], [("IMAGE", "IMAGE")]),
+    "ImageScaleBy": ([("image", "IMAGE")], ["upscale_method", "scale_by"], [("IMAGE", "IMAGE")]),
+}
+_WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def pack_spec(node_type: str):
+    """(inputs, widgets, outputs) of one of this pack's nodes, from its INPUT_TYPES."""
+    from iqa_map.nodes import NODE_CLASS_MAPPINGS
+    cls = NODE_CLASS_MAPPINGS[node_type]
+    it = cls.INPUT_TYPES()
+    inputs, widgets = [], []
+    for section in ("required", "optional"):
+        for name, spec in it.get(section, {}).items():
+            kind = spec[0]
+            if isinstance(kind, (list, tuple)) or kind in _WIDGET_TYPES:
+                widgets.append(name)
+                if name == "seed":
+                    widgets.append("control_after_generate")
+            else:
+                inputs.append((name, kind))
+    names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+    return inputs, widgets, list(zip(names, cls.RETURN_TYPES))
+
+
+def widget_defaults(node_type: str) -> dict:
+    from iqa_map.nodes import NODE_CLASS_MAPPINGS
+    it = NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    out = {}
+    for section in ("required", "optional"):
+        for name, spec in it.get(section, {}).items():
+            opts = spec[1] if len(spec) > 1 else {}
+            if "default" in opts:
+                out[name] = opts["default"]
+    out["control_after_generate"] = "fixed"
+    return out
+
+
+class Graph:
+    def __init__(self, title: str, description: str):
+        self.title, self.description = title, description
+        self.nodes, self.links = [], []
+
+    def add(self, node_type: str, col: int, row: float, title: str | None = None, **values) -> dict:
+        if node_type in CORE:
+            inputs, widgets, outputs = CORE[node_type]
+            defaults = {}
+        else:
+            inputs, widgets, outputs = pack_spec(node_type)
+            defaults = widget_defaults(node_type)
+        missing = [w for w in widgets if w not in values and w not in defaults]
+        if missing:
+            raise ValueError(f"{node_type}: give values for {missing}")
+        node = {
+            "id": len(self.nodes) + 1, "type": node_type, "pos": [40 + 330 * col, 40 + 150 * row],
+            "size": [300, 60 + 26 * (len(widgets) + max(len(inputs), len(outputs)))], "flags": {},
+            "order": len(self.nodes), "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": None} for n, t in inputs],
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outputs)],
+            "properties": {"Node name for S&R": node_type},
+            "widgets_values": [values.get(w, defaults.get(w)) for w in widgets],
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    def link(self, src: dict, out_name: str, dst: dict, in_name: str) -> None:
+        o = next(i for i, x in enumerate(src["outputs"]) if x["name"] == out_name)
+        d = next(i for i, x in enumerate(dst["inputs"]) if x["name"] == in_name)
+        t = src["outputs"][o]["type"]
+        if dst["inputs"][d]["type"] != t:
+            raise TypeError(f"{src['type']}.{out_name} ({t}) -> {dst['type']}.{in_name} ({dst['inputs'][d]['type']})")
+        lid = len(self.links) + 1
+        self.links.append([lid, src["id"], o, dst["id"], d, t])
+        src["outputs"][o]["links"].append(lid)
+        dst["inputs"][d]["link"] = lid
+
+    def ui(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"iqa_map": {"title": self.title, "description": self.description},
+                          "ds": {"scale": 0.8, "offset": [0, 0]}},
+                "version": 0.4}
+
+
+def _photo(g: Graph, col=0, row=0, size=512):
+    img = g.add("LoadImage", col, row, image="example.png", upload="image")
+    scaled = g.add("ImageScale", col, row + 2, title="Working size (remove for full size)",
+                   upscale_method="area", width=size, height=size, crop="center")
+    g.link(img, "IMAGE", scaled, "image")
+    return scaled
+
+
+def _sd(g: Graph, photo, col=1, steps=10, strength=0.5):
+    """Checkpoint, prompt, VAE Encode and DDIM Invert: the start of every SD workflow."""
+    ckpt = g.add("CheckpointLoaderSimple", col, 0, ckpt_name="v1-5-pruned-emaonly.safetensors")
+    text = g.add("CLIPTextEncode", col, 2, title="Prompt (empty is fine)", text="a high quality photo")
+    g.link(ckpt, "CLIP", text, "clip")
+    enc = g.add("VAEEncode", col, 4)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(ckpt, "VAE", enc, "vae")
+    return ckpt, _invert(g, ckpt, "MODEL", enc, positive=text, col=col + 1, steps=steps, strength=strength)
+
+
+def _invert(g: Graph, model_src, model_out, latent_src, positive=None, col=2, **kw):
+    inv = g.add("IQAMAP_DDIMInvert", col, 0, **kw)
+    g.link(model_src, model_out, inv, "model")
+    g.link(latent_src, "LATENT", inv, "latent")
+    if positive is not None:
+        g.link(positive, "CONDITIONING", inv, "positive")
+    return inv
+
+
+def _ascend(g: Graph, model_src, model_out, vae_src, vae_out, prior, inv, col, row, title=None, monitor=None, **kw):
+    asc = g.add("IQAMAP_LatentMAPAscent", col, row, title=title, **kw)
+    g.link(model_src, model_out, asc, "model")
+    g.link(vae_src, vae_out, asc, "vae")
+    g.link(prior, "prior", asc, "prior")
+    g.link(inv, "inversion", asc, "inversion")
+    if monitor is not None:
+        g.link(monitor, "prior", asc, "monitor")
+    return asc
+
+
+def _finish(g: Graph, asc, vae_src, vae_out, col, row, prefix, prior=None):
+    dec = g.add("IQAMAP_Decode", col, row)
+    g.link(asc, "latent", dec, "samples")
+    g.link(vae_src, vae_out, dec, "vae")
+    save = g.add("SaveImage", col + 1, row, filename_prefix=prefix)
+    g.link(dec, "IMAGE", save, "images")
+    if prior is not None:
+        score = g.add("IQAMAP_IQAScore", col + 1, row + 2)
+        g.link(dec, "IMAGE", score, "image")
+        g.link(prior, "prior", score, "prior")
+    return dec
+
+
+def cpu_builtin() -> Graph:
+    g = Graph("CPU enhancement with the built-in model",
+              "Runs anywhere with nothing to download: the shipped pixel model and the built-in NIQE+BRISQUE prior, "
+              "PIQE as hack-guard monitor.")
+    photo = _photo(g, size=256)
+    model = g.add("IQAMAP_LoadBuiltinPriorModel", 1, 0)
+    enc = g.add("VAEEncode", 1, 2)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(model, "VAE", enc, "vae")
+    inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
+    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    monitor = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Monitor (hack guard)", name="piqe")
+    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, monitor=monitor, iterations=8)
+    _finish(g, asc, model, "VAE", 4, 0, "iqa_map_cpu", prior)
+    return g
+
+
+def sd15_basic() -> Graph:
+    g = Graph("Basic enhancement with an SD 1.5 checkpoint",
+              "Invert the photo exactly (EDICT) and climb the built-in prior with an NLPD fidelity penalty.")
+    photo = _photo(g)
+    ckpt, inv = _sd(g, photo)
+    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 0, iterations=20)
+    _finish(g, asc, ckpt, "VAE", 4, 0, "iqa_map_sd15", prior)
+    return g
+
+
+def sd15_compare() -> Graph:
+    g = Graph("Compare priors side by side",
+              "One inversion, three ascents under NIQE, BRISQUE and PIQE; each result is scored by the others "
+              "(IQA Score), which shows which metric fools which.")
+    photo = _photo(g)
+    ckpt, inv = _sd(g, photo)
+    for i, name in enumerate(("niqe", "brisque", "piqe")):
+        prior = g.add("IQAMAP_LoadIQAPrior", 2, 3 + 2 * i, title=f"Prior: {name}", name=name)
+        asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 4 * i, title=f"Ascent ({name})", iterations=20)
+        _finish(g, asc, ckpt, "VAE", 4, 4 * i, f"iqa_map_compare_{name}", prior)
+    return g
+
+
+def sd15_fused() -> Graph:
+    g = Graph("Fused prior with a hack guard",
+              "NIQE, BRISQUE and PIQE fused by a soft minimum (the gradient goes to the worst metric), with a "
+              "multi-scale average; the built-in prior is a held-out monitor.")
+    photo = _photo(g)
+    ckpt, inv = _sd(g, photo)
+    p = [g.add("IQAMAP_LoadIQAPrior", 2, 3 + 2 * i, name=n) for i, n in enumerate(("niqe", "brisque", "piqe"))]
+    fused = g.add("IQAMAP_FusePriors", 3, 3, mode="softmin", multiscale=True)
+    g.link(p[0], "prior", fused, "prior_1")
+    g.link(p[1], "prior", fused, "prior_2")
+    g.link(p[2], "prior", fused, "prior_3")
+    monitor = g.add("IQAMAP_LoadIQAPrior", 3, 7, title="Monitor (hack guard)", name="builtin")
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", fused, inv, 4, 0, monitor=monitor, iterations=20)
+    _finish(g, asc, ckpt, "VAE", 5, 0, "iqa_map_fused", fused)
+    return g
+
+
+def after_upscaler() -> Graph:
+    g = Graph("Post-enhancement after an upscaler",
+              "A restoration/upscale model first (any Load Upscale Model model), then a gentle MAP ascent that "
+              "removes its artefacts while staying close to its output.")
+    photo = _photo(g, size=256)
+    up_model = g.add("UpscaleModelLoader", 0, 4, model_name="RealESRGAN_x4plus.pth")
+    up = g.add("ImageUpscaleWithModel", 1, 4)
+    g.link(up_model, "UPSCALE_MODEL", up, "upscale_model")
+    g.link(photo, "IMAGE", up, "image")
+    down = g.add("ImageScaleBy", 1, 6, title="Back to 2x", upscale_method="area", scale_by=0.5)
+    g.link(up, "IMAGE", down, "image")
+    ckpt, inv = _sd(g, down, col=2, steps=8, strength=0.3)
+    prior = g.add("IQAMAP_LoadIQAPrior", 3, 3, name="builtin")
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 4, 0, iterations=12)
+    _finish(g, asc, ckpt, "VAE", 5, 0, "iqa_map_after_upscale", prior)
+    return g
+
+
+WORKFLOWS = {
+    "iqa_map_cpu_builtin": cpu_builtin,
+    "iqa_map_sd15_basic": sd15_basic,
+    "iqa_map_sd15_compare_priors": sd15_compare,
+    "iqa_map_sd15_fused_prior": sd15_fused,
+    "iqa_map_sd15_after_upscaler": after_upscaler,
+}
+
+
+def thumbnail(ui: dict, path: Path) -> None:
+    """A schematic of the graph: nodes as boxes (IQA-MAP nodes highlighted), links as lines."""
+    from PIL import Image, ImageDraw
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    w = max(n["pos"][0] + n["size"][0] for n in nodes.values()) + 40
+    h = max(n["pos"][1] + 120 for n in nodes.values()) + 40
+    img = Image.new("RGB", (w, h), (32, 33, 36))
+    d = ImageDraw.Draw(img)
+    for _, src, _, dst, _, _ in ui["links"]:
+        a, b = nodes[src], nodes[dst]
+        d.line([(a["pos"][0] + 300, a["pos"][1] + 30), (b["pos"][0], b["pos"][1] + 30)], fill=(140, 150, 170), width=3)
+    for n in nodes.values():
+        x, y = n["pos"]
+        ours = n["type"].startswith("IQAMAP_")
+        d.rounded_rectangle([x, y, x + 300, y + 110], 10, fill=(60, 80, 120) if ours else (60, 60, 64),
+                            outline=(200, 210, 255) if ours else (120, 120, 120), width=2)
+        title = n.get("title") or _display(n["type"])
+        d.text((x + 10, y + 8), title[:24], fill=(255, 255, 255), font_size=26)
+        vals = [str(v) for v in n["widgets_values"] if v not in (None, "fixed", "image", "none", "auto")][:3]
+        for i, v in enumerate(vals):
+            d.text((x + 10, y + 42 + 22 * i), v[:28], fill=(205, 205, 205), font_size=20)
+    img.thumbnail((960, 540))
+    img.save(path)
+
+
+def _display(node_type: str) -> str:
+    if node_type.startswith("IQAMAP_"):
+        from iqa_map.nodes import NODE_DISPLAY_NAME_MAPPINGS
+        return NODE_DISPLAY_NAME_MAPPINGS[node_type]
+    return node_type
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        ui = build().ui()
+        (OUT / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        thumbnail(ui, OUT / f"{name}.png")
+        print("wrote", OUT / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
