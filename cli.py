@@ -4,6 +4,9 @@
     iqa-map score photo.jpg --prior niqe --prior brisque
     iqa-map calibrate my_photos/ --prior musiq --weights-dir ~/iqa-weights
     iqa-map compare photo.jpg -o out/cmp --prior niqe --prior brisque --prior piqe
+    iqa-map rank seed_*.png --prior builtin -o best.png       (or --mode softmax / tiles)
+    iqa-map qmap photo.jpg -o out/maps --prior piqe
+    iqa-map enhance photo.jpg -o out/ --adaptive-fidelity piqe
 """
 from __future__ import annotations
 
@@ -134,7 +137,8 @@ def _settings_from(args, fidelity=None):
     return mapping.MapSettings(
         steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
         lr=args.lr, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
-        patience=args.patience, on_hack=getattr(args, "on_hack", "stop"))
+        patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
+        adaptive_fidelity=getattr(args, "adaptive_fidelity", None))
 
 
 def _cal_or_native(prior, img):
@@ -224,6 +228,71 @@ def cmd_score(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_rank(args) -> int:
+    """Rank candidate results of one scene by a prior; optionally write the selection."""
+    from .core import select as S
+    from .core.imageio import load_image, save_image
+
+    files = _inputs(args.inputs)
+    if len(files) < 2:
+        raise CliError("rank needs at least two candidate images")
+    imgs = [load_image(f) for f in files]
+    prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
+    try:
+        stacked = S.stack_candidates([i.to(prior.device) for i in imgs])
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if args.mode == "tiles":
+        sel = S.select(prior, stacked)
+        image, choice = S.select_tiles(prior, stacked, tile=args.tile, overlap=args.overlap)
+    else:
+        sel = S.select(prior, stacked, mode=args.mode, temperature=args.temperature, seed=args.seed)
+        image, choice = stacked[sel.index:sel.index + 1], None
+    rows = [{"rank": r + 1, "file": str(files[i]), "score": float(sel.scores[i]),
+             "probability": float(sel.probabilities[i])} for r, i in enumerate(sel.order)]
+    if args.json:
+        print(json.dumps({"prior": prior.name, "mode": args.mode, "selected": str(files[sel.index]),
+                          "ranking": rows, "tile_choice": None if choice is None else choice.tolist()}, indent=2))
+    else:
+        print(f"rank\t{prior.name}\tp\tfile")
+        for r in rows:
+            print(f"{r['rank']}\t{r['score']:.2f}\t{r['probability']:.3f}\t{Path(r['file']).name}")
+        if args.mode != "tiles":
+            print(f"selected ({args.mode}): {files[sel.index].name}")
+    if args.output:
+        dest = save_image(image, Path(args.output), protect=files)
+        print(f"wrote {dest}")
+    return 0
+
+
+def cmd_qmap(args) -> int:
+    """Quality map of each input: a mask PNG (white = worst) and a colour heatmap with legend."""
+    from .core import priors
+    from .core.imageio import load_image, save_image
+    from .core.qmap import heatmap, quality_map
+
+    files = _inputs(args.inputs)
+    out = _output_dir(args.output)
+    prior = priors.load(args.prior, weights_dir=args.weights_dir, device=args.device)
+    failed = 0
+    for f in files:
+        try:
+            img = load_image(f).to(prior.device)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        qm = quality_map(prior, img, window=args.window, stride=args.stride, normalise=args.normalise)
+        mask = 1 - qm.badness if args.invert else qm.badness
+        m = save_image(mask.expand(-1, 3, -1, -1), out / f"{f.stem}_qmap_{prior.name}.png", protect=files)
+        hm = save_image(heatmap(qm, img, label=prior.name), out / f"{f.stem}_qmap_{prior.name}_heatmap.png",
+                        protect=files)
+        s = qm.scores
+        print(f"{f.name}: {prior.name} window {qm.window} stride {qm.stride}: scores {float(s.min()):.1f}.."
+              f"{float(s.max()):.1f} -> {m.name}, {hm.name}")
+    return 1 if failed else 0
+
+
 def cmd_priors(args) -> int:
     from .core import priors
 
@@ -267,6 +336,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")
         p.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
         p.add_argument("--seed", type=int, default=d.seed)
+        p.add_argument("--adaptive-fidelity", nargs="?", const="piqe", default=None, metavar="PRIOR",
+                       help="weight the fidelity by the input's quality map (good regions held closer, damaged "
+                            "ones freer); PRIOR draws the map (default piqe; 'prior' = the optimised prior)")
 
     def common(p):
         p.add_argument("--weights-dir", default=None,
@@ -309,6 +381,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     common(s)
     s.set_defaults(func=cmd_score)
+
+    rk = sub.add_parser("rank", help="rank candidate results of one scene by a prior; pick the best, one by "
+                        "softmax, or the best per tile")
+    rk.add_argument("inputs", nargs="+", help="candidate images (same scene, same size) or a folder of them")
+    rk.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]", help="default: builtin")
+    rk.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"])
+    rk.add_argument("--mode", default="argmax", choices=["argmax", "softmax", "tiles"])
+    rk.add_argument("--temperature", type=float, default=5.0, help="softmax temperature, calibrated points")
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--tile", type=int, default=128)
+    rk.add_argument("--overlap", type=int, default=32)
+    rk.add_argument("-o", "--output", default=None, help="write the selected (or tile-blended) image here")
+    rk.add_argument("--json", action="store_true")
+    common(rk)
+    rk.set_defaults(func=cmd_rank)
+
+    qm = sub.add_parser("qmap", help="spatial quality map of images (mask PNG + heatmap PNG)")
+    qm.add_argument("inputs", nargs="+")
+    qm.add_argument("-o", "--output", required=True)
+    qm.add_argument("--prior", default="piqe")
+    qm.add_argument("--window", type=int, default=48)
+    qm.add_argument("--stride", type=int, default=8)
+    qm.add_argument("--normalise", default="minmax", choices=["minmax", "absolute"])
+    qm.add_argument("--invert", action="store_true", help="white = best instead of worst")
+    common(qm)
+    qm.set_defaults(func=cmd_qmap)
 
     sub.add_parser("priors", help="list the prior names").set_defaults(func=cmd_priors)
 

@@ -40,6 +40,10 @@ class MapSettings:
     patience: Optional[int] = None  # stop after this many iterations without improvement
     hack_margin: float = 10.0       # hack guard: monitor drop (calibrated points) that counts as hacking
     on_hack: str = "stop"           # "stop" or "warn"
+    adaptive_fidelity: Optional[str] = None  # prior whose quality map weights the fidelity ("prior" = the optimised one)
+    adaptive_floor: float = 0.1     # fidelity weight of the worst region relative to the best
+    adaptive_window: int = 48       # quality-map window and stride (pixels)
+    adaptive_stride: int = 8
     seed: int = 0
     grad: str = "reversible"
 
@@ -276,6 +280,9 @@ def ascend_inversion(
         ref = usable(ref).detach().float()
         size = tuple(size or ref.shape[-2:])
         _check_image(ref)
+        if s.adaptive_fidelity:
+            adaptive = _adaptive_weight(prior, s, ref, size)
+            weight_map = adaptive if weight_map is None else usable(weight_map) * adaptive
         seen = {}
         objective, lam = _objective(prior, s, ref, usable(weight_map) if weight_map is not None else None, seen)
 
@@ -307,6 +314,17 @@ def ascend_inversion(
     return MapResult(image=result["image"], report=report, pair=tuple(result["params"]), latent=result["latent"])
 
 
+def _adaptive_weight(prior, s: MapSettings, ref: torch.Tensor, size) -> torch.Tensor:
+    """Quality-adaptive fidelity: the map of the (unpadded) input, mean weight 1, padded like ``ref``."""
+    from . import priors as P
+    from .qmap import quality_map
+    map_prior = prior if s.adaptive_fidelity == "prior" else P.load(s.adaptive_fidelity, device=ref.device)
+    qm = quality_map(map_prior, ref[..., : size[0], : size[1]], window=s.adaptive_window, stride=s.adaptive_stride)
+    w = qm.weight_map(s.adaptive_floor).to(ref.device)
+    ph, pw = ref.shape[-2] - size[0], ref.shape[-1] - size[1]
+    return F.pad(w, (0, pw, 0, ph), mode="replicate") if ph or pw else w
+
+
 def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = None, *, monitors=(),
                   weight_map=None, callback=None, **overrides) -> MapResult:
     """The naive baseline: the same objective, optimiser and budget, with the pixels as variables."""
@@ -315,6 +333,9 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
     _check_image(image)
     with torch.inference_mode(False):
         ref = usable(image).detach().float()
+        if s.adaptive_fidelity:
+            adaptive = _adaptive_weight(prior, s, ref, ref.shape[-2:])
+            weight_map = adaptive if weight_map is None else usable(weight_map) * adaptive
         seen = {}
         objective, lam = _objective(prior, s, ref, weight_map, seen)
 

@@ -8,6 +8,7 @@ from . import comfy
 from .map_nodes import DDIMInvert, Decode, LatentMAPAscent
 from .model_nodes import DenoiserAsDiffusionModel, LoadBuiltinPriorModel
 from .prior_nodes import FusePriors, IQAScore, LoadIQAPrior
+from .select_nodes import IQAQualityMap, IQASelect
 
 comfy.register_model_folder()
 
@@ -18,6 +19,8 @@ _NODES = {
     "IQAMAP_LatentMAPAscent": (LatentMAPAscent, "Latent MAP Ascent"),
     "IQAMAP_Decode": (Decode, "Decode"),
     "IQAMAP_IQAScore": (IQAScore, "IQA Score"),
+    "IQAMAP_IQASelect": (IQASelect, "IQA Select"),
+    "IQAMAP_IQAQualityMap": (IQAQualityMap, "IQA Quality Map"),
     "IQAMAP_LoadBuiltinPriorModel": (LoadBuiltinPriorModel, "Load Built-in Prior Model"),
     "IQAMAP_DenoiserAsDiffusionModel": (DenoiserAsDiffusionModel, "Denoiser as Diffusion Model"),
 }

@@ -160,12 +160,18 @@ class LatentMAPAscent:
                              "iterations without improvement (0 = never)."}),
                 "perturb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip":
                             "Std of a seeded random perturbation added each step (DOODL uses 1e-4)."}),
+                "adaptive_fidelity": (["off", "piqe", "brisque", "niqe", "prior"], {"default": "off", "tooltip":
+                                      "Quality-adaptive fidelity: weight the fidelity by this prior's quality map "
+                                      "of the photo ('prior' = the optimised prior), so good regions are held "
+                                      "closer and damaged ones change more; same total fidelity."}),
+                "adaptive_floor": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                                   "Adaptive fidelity: weight of the worst region relative to the best."}),
             },
         }
 
     def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
                learning_rate=0.0, optimizer="adam", seed=0, mask=None, monitor=None, hack_margin=10.0,
-               on_hack="stop", patience=0, perturb=0.0):
+               on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1):
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")
@@ -177,7 +183,8 @@ class LatentMAPAscent:
         settings = M.MapSettings(iterations=iterations, optimizer=optimizer, lr=learning_rate or None,
                                  fidelity=fidelity, fidelity_weight=None if fidelity_weight < 0 else fidelity_weight,
                                  seed=seed, hack_margin=hack_margin, on_hack=on_hack, patience=patience or None,
-                                 perturb=perturb)
+                                 perturb=perturb, adaptive_floor=adaptive_floor,
+                                 adaptive_fidelity=None if adaptive_fidelity == "off" else adaptive_fidelity)
         monitors = [monitor] if monitor is not None else []
         progress = comfy.Progress(iterations, "ascent")
         inv = inversion.inversion

@@ -26,7 +26,7 @@ def test_pack_loads_under_any_folder_name(tmp_path):
         f"spec = importlib.util.spec_from_file_location('ComfyUI-IQA-MAP-main', r'{dest / '__init__.py'}',"
         f" submodule_search_locations=[r'{dest}'])\n"
         "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)\n"
-        "assert len(mod.NODE_CLASS_MAPPINGS) == 8 and mod.WEB_DIRECTORY == './web'\n"
+        "assert len(mod.NODE_CLASS_MAPPINGS) == 10 and mod.WEB_DIRECTORY == './web'\n"
         "assert 'iqa_map' not in sys.modules, 'the pack must not import itself by its library name'\n"
         "edict = sys.modules['ComfyUI-IQA-MAP-main'].__name__\n"
         "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.edict')\n"

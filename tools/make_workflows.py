@@ -239,12 +239,35 @@ def after_upscaler() -> Graph:
     return g
 
 
+def cpu_adaptive() -> Graph:
+    g = Graph("Quality-adaptive enhancement (CPU)",
+              "PIQE's quality map of the photo weights the fidelity: well-preserved regions are held close, damaged "
+              "ones are free to change. The heatmap shows where the map sees damage.")
+    photo = _photo(g, size=256)
+    model = g.add("IQAMAP_LoadBuiltinPriorModel", 1, 0)
+    enc = g.add("VAEEncode", 1, 2)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(model, "VAE", enc, "vae")
+    inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
+    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, iterations=8, adaptive_fidelity="piqe")
+    _finish(g, asc, model, "VAE", 4, 0, "iqa_map_adaptive", prior)
+    piqe = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Map prior", name="piqe")
+    qmap = g.add("IQAMAP_IQAQualityMap", 3, 4)
+    g.link(photo, "IMAGE", qmap, "image")
+    g.link(piqe, "prior", qmap, "prior")
+    save = g.add("SaveImage", 4, 4, title="Quality map (heatmap)", filename_prefix="iqa_map_quality_map")
+    g.link(qmap, "heatmap", save, "images")
+    return g
+
+
 WORKFLOWS = {
     "iqa_map_cpu_builtin": cpu_builtin,
     "iqa_map_sd15_basic": sd15_basic,
     "iqa_map_sd15_compare_priors": sd15_compare,
     "iqa_map_sd15_fused_prior": sd15_fused,
     "iqa_map_sd15_after_upscaler": after_upscaler,
+    "iqa_map_cpu_adaptive_fidelity": cpu_adaptive,
 }
 
 

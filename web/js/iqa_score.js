@@ -5,7 +5,7 @@ import { ComfyWidgets } from "../../scripts/widgets.js";
 app.registerExtension({
   name: "iqa_map.ShowScore",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== "IQAMAP_IQAScore") return;
+    if (!["IQAMAP_IQAScore", "IQAMAP_IQASelect"].includes(nodeData.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);

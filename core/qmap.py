@@ -1,0 +1,149 @@
+"""Spatial quality maps: any prior scored over sliding windows, overlap-averaged to full resolution.
+
+The map tells where a photo is damaged (as in AdaQual-Diff, METHOD.md section 6):
+used as a MASK in ComfyUI, as a heatmap, and as the per-pixel fidelity weight of
+quality-adaptive MAP (good regions held close to the input, bad ones free).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._grad import usable
+from .map import comparable_score
+
+NORMALISE = ("minmax", "absolute")
+
+
+@dataclass
+class QualityMap:
+    badness: torch.Tensor   # [B,1,H,W] in [0, 1], 1 = worst
+    scores: torch.Tensor    # [B,1,H,W] overlap-averaged comparable window scores (higher = better)
+    window: int
+    stride: int
+
+    def weight_map(self, floor: float = 0.1) -> torch.Tensor:
+        """Per-pixel fidelity weight for quality-adaptive MAP, mean 1 per image.
+
+        Good regions get more than the uniform weight, the worst ``floor`` times the
+        best: the same total fidelity budget as a uniform weight, moved from where the
+        photo is damaged to where it is fine.
+        """
+        w = floor + (1.0 - floor) * (1.0 - self.badness)
+        return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def _positions(size: int, window: int, stride: int) -> list:
+    if size <= window:
+        return [0]
+    pos = list(range(0, size - window + 1, stride))
+    if pos[-1] != size - window:
+        pos.append(size - window)  # the last window touches the border, so every pixel is covered
+    return pos
+
+
+@torch.no_grad()
+def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, normalise: str = "minmax",
+                batch: int = 64) -> QualityMap:
+    """Score ``prior`` on every ``window`` x ``window`` crop (step ``stride``) of ``image`` ([B,3,H,W] in
+    [0,1]), in batches, and average each pixel over the windows that cover it.
+
+    ``normalise="minmax"`` stretches each image's map to [0, 1] (1 = its worst region);
+    ``"absolute"`` maps calibrated scores as ``1 - score / 100`` (comparable across photos;
+    needs a calibrated prior).
+    """
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
+    if window < 8 or stride < 1:
+        raise ValueError(f"window must be >= 8 and stride >= 1; got window {window}, stride {stride}")
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch [B,3,H,W]; got {tuple(image.shape)}")
+    img = usable(image).float()
+    b, _, h, w = img.shape
+    win_h, win_w = min(window, h), min(window, w)
+    ys, xs = _positions(h, win_h, stride), _positions(w, win_w, stride)
+    # All windows at once with unfold would hold B*T*3*win^2 floats; crops by index batch it instead.
+    coords = [(y, x) for y in ys for x in xs]
+    out_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)
+    count = torch.zeros(1, 1, h, w, dtype=torch.float64)
+    for k in range(b):
+        vals = []
+        for i in range(0, len(coords), batch):
+            crops = torch.stack([img[k, :, y:y + win_h, x:x + win_w] for y, x in coords[i:i + batch]])
+            vals.append(comparable_score(prior, crops).double().cpu())
+        vals = torch.cat(vals)
+        for (y, x), v in zip(coords, vals):
+            out_sum[k, :, y:y + win_h, x:x + win_w] += v
+            if k == 0:
+                count[..., y:y + win_h, x:x + win_w] += 1
+    scores = out_sum / count
+    if normalise == "absolute":
+        if getattr(prior, "calibration", None) is None and not hasattr(prior, "priors"):
+            raise ValueError(f"normalise='absolute' needs a calibrated prior; '{prior.name}' has no calibration "
+                             "(use 'minmax')")
+        bad = (1 - scores / 100).clamp(0, 1)
+    else:
+        lo = scores.amin(dim=(1, 2, 3), keepdim=True)
+        hi = scores.amax(dim=(1, 2, 3), keepdim=True)
+        bad = ((hi - scores) / (hi - lo).clamp_min(1e-9))
+    return QualityMap(bad.float(), scores.float(), win_h, stride)
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for binary ``label`` (Mann-Whitney U, ties averaged)."""
+    score, label = np.asarray(score, dtype=np.float64).ravel(), np.asarray(label).ravel().astype(bool)
+    pos, neg = int(label.sum()), int((~label).sum())
+    if pos == 0 or neg == 0:
+        raise ValueError("roc_auc needs both positive and negative labels")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score), dtype=np.float64)
+    sorted_scores = score[order]
+    # average ranks over ties
+    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = start + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _turbo(x: np.ndarray) -> np.ndarray:
+    """Google's Turbo colormap (polynomial approximation by its author, A. Mikhailov), x in [0,1] -> RGB."""
+    x = np.clip(x, 0, 1)[..., None]
+    r = (0.13572138 + x * (4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943)))))
+    g = (0.09140261 + x * (2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604)))))
+    b = (0.10667330 + x * (12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973)))))
+    return np.clip(np.concatenate([r, g, b], axis=-1), 0, 1)
+
+
+def heatmap(qmap: QualityMap, image: torch.Tensor | None = None, alpha: float = 0.6, label: str = "") -> torch.Tensor:
+    """Colour heatmap of the badness (Turbo: blue = best, red = worst), optionally over the photo,
+    with a legend strip below. Returns ``[B,3,H+legend,W]`` in [0, 1]."""
+    from PIL import Image, ImageDraw
+    bad = qmap.badness[:, 0].cpu().numpy()
+    out = []
+    for k in range(bad.shape[0]):
+        col = _turbo(bad[k])
+        if image is not None:
+            photo = usable(image[k]).float().permute(1, 2, 0).cpu().numpy()
+            col = alpha * col + (1 - alpha) * photo
+        h, w = col.shape[:2]
+        bar_h = max(28, h // 10)
+        legend = np.ones((bar_h, w, 3)) * 0.12
+        ramp = _turbo(np.linspace(0, 1, max(w - 20, 2)))
+        legend[4:bar_h // 2 + 2, 10:10 + ramp.shape[0]] = ramp[None]
+        pil = Image.fromarray((np.concatenate([col, legend]) * 255).round().astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        s = qmap.scores[k, 0]
+        d.text((10, h + bar_h // 2 + 2), f"best {float(s.max()):.1f}", fill=(255, 255, 255))
+        right = f"worst {float(s.min()):.1f}"
+        d.text((max(w - 10 - 7 * len(right), w // 2), h + bar_h // 2 + 2), right, fill=(255, 255, 255))
+        if label:
+            d.text((w // 2 - 3 * len(label), h + bar_h // 2 + 2), label[:max(1, w // 14)], fill=(200, 200, 200))
+        out.append(torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def resize_like(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)

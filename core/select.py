@@ -1,0 +1,132 @@
+"""IQA-guided selection among candidate results of one scene: ranking, argmax, softmax sampling, per tile.
+
+Candidates are what a user already has: several seeds, upscalers or restorers
+of the same photo. Scores are the prior's comparable scores (calibrated 0-100
+when the prior has constants), so a temperature means the same for every prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+from ._grad import usable
+from .map import comparable_score
+
+Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]
+MODES = ("argmax", "softmax")
+
+
+def stack_candidates(candidates: Candidates) -> torch.Tensor:
+    """``[N,3,H,W]`` from a batch or a list of ``[3,H,W]`` / ``[1,3,H,W]``; a clear error on mixed sizes."""
+    if torch.is_tensor(candidates):
+        imgs = [candidates] if candidates.ndim == 3 else list(candidates)
+    else:
+        imgs = [c[0] if c.ndim == 4 and c.shape[0] == 1 else c for c in candidates]
+    if not imgs:
+        raise ValueError("no candidates to choose from")
+    sizes = sorted({tuple(c.shape) for c in imgs})
+    if len(sizes) > 1:
+        raise ValueError("candidates must be the same scene at the same size; got sizes "
+                         + ", ".join(f"{s[-1]}x{s[-2]}" for s in sizes) + " (resize or crop them to one size first)")
+    if imgs[0].ndim != 3 or imgs[0].shape[0] != 3:
+        raise ValueError(f"each candidate must be an RGB image [3,H,W]; got {tuple(imgs[0].shape)}")
+    return torch.stack([usable(c).float() for c in imgs])
+
+
+@torch.no_grad()
+def scores(prior, candidates: Candidates, batch: int = 8) -> torch.Tensor:
+    """Comparable score of each candidate, ``[N]`` (higher = better)."""
+    x = stack_candidates(candidates)
+    return torch.cat([comparable_score(prior, x[i:i + batch]).float().cpu() for i in range(0, len(x), batch)])
+
+
+@dataclass
+class Selection:
+    index: int                 # the chosen candidate
+    scores: torch.Tensor       # [N] comparable scores
+    order: list                # candidate indices, best first
+    probabilities: torch.Tensor  # [N]: one-hot for argmax, the softmax otherwise
+
+
+def probabilities(s: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(score / T); T -> 0 is argmax (ties split evenly), T -> inf uniform."""
+    s = s.double()
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (use mode 'argmax' for the best candidate)")
+    return torch.softmax((s - s.max()) / temperature, dim=0).float()
+
+
+def select(prior, candidates: Candidates, mode: str = "argmax", temperature: float = 1.0, seed: int = 0,
+           precomputed: torch.Tensor | None = None) -> Selection:
+    """Rank the candidates by ``prior`` and pick one: the best (``argmax``) or one drawn with
+    probability softmax(score / temperature) (``softmax``, seeded)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown selection mode {mode!r}; choose from {MODES}")
+    s = scores(prior, candidates) if precomputed is None else precomputed.float().cpu()
+    order = torch.argsort(s, descending=True, stable=True).tolist()
+    if mode == "argmax":
+        p = torch.zeros_like(s)
+        p[order[0]] = 1.0
+        return Selection(order[0], s, order, p)
+    p = probabilities(s, temperature)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = int(torch.multinomial(p.double(), 1, generator=gen))
+    return Selection(idx, s, order, p)
+
+
+def _positions(size: int, tile: int, stride: int) -> list:
+    if size <= tile:
+        return [0]
+    pos = list(range(0, size - tile + 1, stride))
+    if pos[-1] != size - tile:
+        pos.append(size - tile)
+    return pos
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
+    (none at the image border), so neighbouring weights sum smoothly."""
+    w = torch.ones(length, dtype=torch.float64)
+    n = min(overlap, length // 2)
+    if n > 0:
+        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        ramp = 0.5 - 0.5 * torch.cos(torch.pi * t)
+        if not at_start:
+            w[:n] = ramp
+        if not at_end:
+            w[-n:] = ramp.flip(0)
+    return w
+
+
+@torch.no_grad()
+def select_tiles(prior, candidates: Candidates, tile: int = 128, overlap: int = 32, batch: int = 16) -> tuple:
+    """The best candidate per tile, blended across tile borders with raised-cosine weights.
+
+    Returns ``(image [1,3,H,W], choice [rows, cols] of candidate indices)``. Weights
+    are normalised by their sum, so where neighbouring tiles chose the same candidate
+    the result is that candidate exactly, and where they differ it fades over the
+    overlap instead of jumping (no seam).
+    """
+    x = stack_candidates(candidates)
+    n, _, h, w = x.shape
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile); got overlap {overlap}, tile {tile}")
+    stride = tile - overlap
+    ys, xs = _positions(h, tile, stride), _positions(w, tile, stride)
+    th, tw = min(tile, h), min(tile, w)
+    crops = torch.stack([x[:, :, y:y + th, xx:xx + tw] for y in ys for xx in xs], dim=1)  # [N, T, 3, th, tw]
+    flat = crops.reshape(-1, 3, th, tw)
+    s = torch.cat([comparable_score(prior, flat[i:i + batch]).float().cpu() for i in range(0, len(flat), batch)])
+    choice = s.reshape(n, len(ys), len(xs)).argmax(0)
+    acc = torch.zeros(1, 3, h, w, dtype=torch.float64)
+    wsum = torch.zeros(1, 1, h, w, dtype=torch.float64)
+    for i, y in enumerate(ys):
+        wy = _ramp(th, overlap, y == 0, y + th >= h)
+        for j, xx in enumerate(xs):
+            wx = _ramp(tw, overlap, xx == 0, xx + tw >= w)
+            wt = (wy[:, None] * wx[None, :])[None, None]
+            acc[..., y:y + th, xx:xx + tw] += wt * x[choice[i, j], :, y:y + th, xx:xx + tw].double()
+            wsum[..., y:y + th, xx:xx + tw] += wt
+    return (acc / wsum).float().clamp(0, 1), choice
