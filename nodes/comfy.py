@@ -221,23 +221,16 @@ class ComfyVAECodec:
         with torch.inference_mode(False):
             autograd_safe(self.net)
 
-    def _out(self, z):
+    def to_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Sampler-space latent -> the raw VAE latent a LATENT carries (the model's process_latent_out)."""
         return self.fmt.process_out(z) if self.fmt is not None else z
 
-    def _in(self, z):
-        return self.fmt.process_in(z) if self.fmt is not None else z
-
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raw = self._out(z).to(self.vae.device, self.vae.vae_dtype)
+        raw = self.to_raw(z).to(self.vae.device, self.vae.vae_dtype)
         img = self.net.decode(raw).float()
         if img.ndim == 5:  # video VAEs: one frame
             img = img[:, :, 0]
         return ((img + 1) / 2).clamp(0, 1).to(z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32)
-
-    def encode(self, img: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            raw = self.vae.encode(img.permute(0, 2, 3, 1)[..., :3].float().cpu())
-        return self._in(raw.to(img.device).float())
 
 
 def latent_format(model):

@@ -210,7 +210,7 @@ class LatentMAPAscent:
                 box["res"] = run(den, codec)
                 return box["res"].latent.float()
 
-            raw = codec._out(inv.latent.float())
+            raw = codec.to_raw(inv.latent.float())
             out = comfy.run_in_comfy_sampler(inversion.model, raw, inv.sigmas, sampler_run, inversion.positive,
                                              inversion.negative, inversion.cfg, seed)
             res = box["res"]

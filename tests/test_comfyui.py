@@ -119,6 +119,7 @@ def test_adapter_inside_comfyui(tmp_path):
     assert r["model_config"] == "SD15"
     assert r["reconstruction_rel_error"] < 1e-4 and r["inversion_error"] < 1e-4  # EDICT through ComfyUI's sampler
     assert r["ddim_inversion_error"] > 100 * r["inversion_error"]
+    assert r["vpred_inversion_error"] < 1e-4  # v-prediction through ComfyUI's model_sampling
     assert len(r["scores"]) == 3 and all(s == s for s in r["scores"])  # 2 iterations, finite scores
     assert r["latent_shape"] == [1, 4, 8, 8] and r["image_shape"] == [1, 64, 64, 3]
     assert r["decode_max_diff"] < 1e-5  # Decode == ComfyUI's VAEDecode

@@ -62,6 +62,13 @@ def main():
         _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, ddim_inv, iterations=1)
         out["ddim_inversion_error"] = json.loads(hist)["inversion_error"]
 
+        # v-prediction (SD2.x-style), through ComfyUI's own ModelSamplingDiscrete patch node.
+        from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
+        vmodel = ModelSamplingDiscrete().patch(model, "v_prediction", False)[0]
+        vinv, = N["IQAMAP_DDIMInvert"]().invert(vmodel, lat, "edict", 3, 0.5, positive=pos)
+        _, vhist = N["IQAMAP_LatentMAPAscent"]().ascend(vmodel, vae, prior, vinv, iterations=1)
+        out["vpred_inversion_error"] = json.loads(vhist)["inversion_error"]
+
         # A flow-matching model must be refused with a clear message.
         class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
             pass
