@@ -51,15 +51,14 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
     from iqa_map.core.models import from_denoiser, load_builtin
     from iqa_map.core.models.archs import load_bfcnn
 
-    files = sorted((DATA / "images" / "dev").glob("*.png"))[: args.limit]
-    if not files:
-        sys.exit(f"no dev images under {DATA}")
+    files = dev_files(args.limit)
     prior = priors.load(args.prior)
     cnniqa_path = DATA / "weights" / "cnniqa_live_gray.safetensors"
     held = [priors.load(f"cnniqa:{cnniqa_path}") if n == "cnniqa" else priors.load(n)
@@ -73,10 +72,7 @@ def main(argv=None) -> None:
     rows = []
     t0 = time.perf_counter()
     for i, f in enumerate(files):
-        full = load_image(f)
-        h, w = full.shape[-2:]
-        c = args.crop
-        clean = full[..., (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c].contiguous()
+        clean = centre_crop(load_image(f), args.crop)
         noisy = degrade(clean, seed=i)
         outs = {"input": noisy}
         for m in methods:

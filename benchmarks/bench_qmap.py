@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--strength", type=float, default=0.35)
     ap.add_argument("--iterations", type=int, default=8)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
     ap.add_argument("--lr", type=float, default=None, help="default: the optimiser's")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
@@ -72,28 +73,25 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
     from iqa_map.core.models import load_builtin
     from iqa_map.core.qmap import quality_map, roc_auc
 
-    files = sorted((DATA / "images" / "dev").glob("*.png"))[: args.limit]
-    if not files:
-        sys.exit(f"no dev images under {DATA}")
+    files = dev_files(args.limit)
     map_priors = {n: priors.load(n) for n in args.priors.split(",")}
     if args.map_prior not in map_priors:
         map_priors[args.map_prior] = priors.load(args.map_prior)
     prior = priors.load(args.prior)
     den = None if args.map_only else load_builtin()
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, lr=args.lr,
+                             optimizer=args.optimizer,
                              fidelity_weight=args.fidelity_weight)
     rows, t0 = [], time.perf_counter()
     for i, f in enumerate(files):
-        full = load_image(f)
-        h, w = full.shape[-2:]
-        c = min(args.crop, h, w)
-        clean = full[..., (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c].contiguous()
+        clean = centre_crop(load_image(f), args.crop)
         img, mask, kind = degrade_rect(clean, seed=i)
         row = {"image": f.name, "kind": kind, "auc": {}}
         qmaps = {}

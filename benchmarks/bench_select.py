@@ -32,7 +32,8 @@ def main(argv=None) -> None:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--perturb", type=float, default=0.02)
     ap.add_argument("--prior", default="builtin", help="optimised prior")
-    ap.add_argument("--select-by", default="builtin", help="prior that picks the best candidate")
+    ap.add_argument("--select-by", default="builtin,piqe", help="priors that pick the best candidate (comma list; "
+                    "each is reported, and a held-out metric is only held out for the judges other than itself)")
     ap.add_argument("--held-out", default="cnniqa,piqe")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--strength", type=float, default=0.35)
@@ -44,16 +45,16 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     from benchmarks.bench_map import degrade
+    from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core import select as S
     from iqa_map.core.imageio import load_image
     from iqa_map.core.models import load_builtin
 
-    files = sorted((DATA / "images" / "dev").glob("*.png"))[: args.limit]
-    if not files:
-        sys.exit(f"no dev images under {DATA}")
-    prior, judge = priors.load(args.prior), priors.load(args.select_by)
+    files = dev_files(args.limit)
+    prior = priors.load(args.prior)
+    judges = {n: priors.load(n) for n in args.select_by.split(",")}
     cnniqa = DATA / "weights" / "cnniqa_live_gray.safetensors"
     held = {n: priors.load(f"cnniqa:{cnniqa}") if n == "cnniqa" else priors.load(n) for n in args.held_out.split(",")}
     den = load_builtin()
@@ -62,42 +63,43 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     rows, t0 = [], time.perf_counter()
     for i, f in enumerate(files):
-        full = load_image(f)
-        h, w = full.shape[-2:]
-        c = args.crop
-        clean = full[..., (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c].contiguous()
+        clean = centre_crop(load_image(f), args.crop)
         noisy = degrade(clean, seed=i)
         cands = torch.cat([M.ascend(den, noisy, prior, settings, seed=s).image for s in range(args.n)])
-        sel = S.select(judge, cands)
+        sels = {n: S.select(j, cands) for n, j in judges.items()}
         pick = int(rng.integers(args.n))
         with torch.no_grad():
             metrics = {n: p.native(cands).float().tolist() for n, p in held.items()}
         metrics["psnr"] = [M.psnr(cands[k:k + 1], clean) for k in range(args.n)]
-        row = {"image": f.name, "best": sel.index, "random": pick, "scores": sel.scores.tolist(), "metrics": metrics,
+        row = {"image": f.name, "best": {n: s.index for n, s in sels.items()}, "random": pick,
+               "scores": {n: s.scores.tolist() for n, s in sels.items()}, "metrics": metrics,
                "spread": {k: float(np.std(v)) for k, v in metrics.items()}}
         rows.append(row)
-        print(f"[{i + 1}/{len(files)}] {f.name} best {sel.index} random {pick} "
-              + " ".join(f"{k} {v[sel.index]:.2f}/{v[pick]:.2f}/{np.mean(v):.2f}" for k, v in metrics.items()),
-              file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{len(files)}] {f.name} best {row['best']} random {pick} "
+              + " ".join(f"{k} {np.mean(v):.2f}" for k, v in metrics.items()), file=sys.stderr, flush=True)
     lower = {n: p.lower_better for n, p in held.items()}
     lower["psnr"] = False
     summary = {"images": len(rows), "settings": vars(args), "seconds": time.perf_counter() - t0, "metrics": {}}
-    for k in lower:
-        best = np.array([r["metrics"][k][r["best"]] for r in rows])
-        rand = np.array([r["metrics"][k][r["random"]] for r in rows])
-        expect = np.array([np.mean(r["metrics"][k]) for r in rows])
-        sign = -1 if lower[k] else 1
-        summary["metrics"][k] = {"lower_better": lower[k], "best_of_n": float(best.mean()),
-                                 "random_pick": float(rand.mean()), "random_expected": float(expect.mean()),
-                                 "best_beats_random_expected": float(np.mean(sign * (best - expect) > 0)),
-                                 "mean_spread": float(np.mean([r["spread"][k] for r in rows]))}
+    for judge in judges:
+        for k in lower:
+            best = np.array([r["metrics"][k][r["best"][judge]] for r in rows])
+            rand = np.array([r["metrics"][k][r["random"]] for r in rows])
+            expect = np.array([np.mean(r["metrics"][k]) for r in rows])
+            sign = -1 if lower[k] else 1
+            summary["metrics"][f"{judge}|{k}"] = {
+                "judge": judge, "metric": k, "held_out": k != judges[judge].name.split(":")[0],
+                "lower_better": lower[k], "best_of_n": float(best.mean()), "random_pick": float(rand.mean()),
+                "random_expected": float(expect.mean()),
+                "best_beats_random_expected": float(np.mean(sign * (best - expect) > 0)),
+                "mean_spread": float(np.mean([r["spread"][k] for r in rows]))}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
-    print(f"| metric | best of {args.n} by {judge.name} | random pick | random (expected) | best better than "
+    print(f"| picked by | metric | best of {args.n} | random pick | random (expected) | best better than "
           "expected | spread over seeds |")
-    print("|---|---|---|---|---|---|")
-    for k, v in summary["metrics"].items():
-        print(f"| {k} ({'lower' if v['lower_better'] else 'higher'} better) | {v['best_of_n']:.3f} | "
+    print("|---|---|---|---|---|---|---|")
+    for v in summary["metrics"].values():
+        k = v["metric"] + ("" if v["held_out"] else " (the judge itself)")
+        print(f"| {v['judge']} | {k} ({'lower' if v['lower_better'] else 'higher'} better) | {v['best_of_n']:.3f} | "
               f"{v['random_pick']:.3f} | {v['random_expected']:.3f} | {100 * v['best_beats_random_expected']:.0f} % | "
               f"{v['mean_spread']:.3f} |")
 

@@ -27,10 +27,10 @@ from .optim import make as make_optimiser
 @dataclasses.dataclass
 class MapSettings:
     steps: int = 10                 # EDICT steps (network evaluations: 2 per step and pass)
-    strength: float = 0.5           # partial inversion: fraction of the noise schedule (1 = full)
+    strength: float = 1.0           # fraction of the noise schedule inverted (1 = full, the public recipe)
     mix: float = 0.93               # EDICT mixing p
     iterations: int = 20            # gradient steps
-    optimizer: str = "adam"         # "adam" or "momentum" (public recipe)
+    optimizer: str = "momentum"     # "momentum" (the public recipe's clipped update) or "adam"
     lr: Optional[float] = None      # None: the optimiser's default
     fidelity: str = "nlpd"          # "nlpd", "mse", "ssim", "none"
     fidelity_weight: Optional[float] = None  # lambda; None: the fidelity's default
@@ -177,14 +177,14 @@ class Inversion:
     method: str = "edict"
     mix: float = 0.93
     steps: int = 10
-    strength: float = 0.5
+    strength: float = 1.0
     cond: Any = None
 
 
 INVERSION_METHODS = ("edict", "ddim")
 
 
-def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = 10, strength: float = 0.5, *, mix: float = 0.93,
+def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = 10, strength: float = 1.0, *, mix: float = 0.93,
            method: str = "edict", cond: Any = None, sigmas: Optional[torch.Tensor] = None) -> Inversion:
     """Invert a clean latent (``codec.encode(image)``) at ``strength`` with ``steps`` steps.
 

@@ -24,14 +24,6 @@ SUPPORTED_MODELS = ("epsilon-prediction and v-prediction diffusion models (SD1.x
                     "fine-tunes)", "IQA-MAP's Load Built-in Prior Model", "Denoiser as Diffusion Model")
 
 
-def have_comfy() -> bool:
-    try:
-        import comfy.model_management  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # -- progress, interrupt, preview ----------------------------------------------------------------
 
 class Progress:

@@ -60,7 +60,7 @@ class DDIMInvert:
                            "coupled latents); ddim: approximate, for comparison."}),
                 "steps": ("INT", {"default": 10, "min": 1, "max": 1000, "tooltip": "Sampler steps actually run "
                           "(each costs two model evaluations with EDICT)."}),
-                "strength": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
                              "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the photo "
                              "closer; 1.0 inverts to pure noise."}),
                 "mix": ("FLOAT", {"default": 0.93, "min": 0.5, "max": 0.999, "step": 0.001, "tooltip":
@@ -77,7 +77,7 @@ class DDIMInvert:
             },
         }
 
-    def invert(self, model, latent, method="edict", steps=10, strength=0.5, mix=0.93,
+    def invert(self, model, latent, method="edict", steps=10, strength=1.0, mix=0.93,
                scheduler=SCHEDULER_DEFAULT, positive=None, negative=None, cfg=1.0):
         from ..core import map as M
         z = _samples(latent)
@@ -142,8 +142,8 @@ class LatentMAPAscent:
                 "iterations": ("INT", {"default": 20, "min": 0, "max": 1000, "tooltip": "Gradient steps."}),
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.0005, "tooltip":
                                   "0 = the optimiser's default (adam 0.003, momentum 2.0)."}),
-                "optimizer": (["adam", "momentum"], {"default": "adam", "tooltip": "adam, or the public recipe's "
-                              "clipped momentum update."}),
+                "optimizer": (["momentum", "adam"], {"default": "momentum", "tooltip": "momentum: the public "
+                              "recipe's clipped momentum update (the default); adam."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seeds the optional "
                          "perturbation; the result is deterministic for a seed."}),
             },
@@ -170,7 +170,7 @@ class LatentMAPAscent:
         }
 
     def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
-               learning_rate=0.0, optimizer="adam", seed=0, mask=None, monitor=None, hack_margin=10.0,
+               learning_rate=0.0, optimizer="momentum", seed=0, mask=None, monitor=None, hack_margin=10.0,
                on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1):
         from ..core import map as M
         if not isinstance(inversion, InversionState):

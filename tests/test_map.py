@@ -53,7 +53,7 @@ def _img(seed=0, size=16):
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
 
 
-FAST = dict(steps=3, strength=0.3, iterations=4, fidelity="mse", fidelity_weight=1.0, lr=0.01)
+FAST = dict(steps=3, strength=0.3, iterations=4, fidelity="mse", fidelity_weight=1.0, lr=0.01, optimizer="adam")
 
 
 def test_ascent_raises_objective_and_is_deterministic():

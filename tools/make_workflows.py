@@ -9,7 +9,6 @@ against a real ComfyUI's ``/object_info`` by the integration tests).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +118,7 @@ def _photo(g: Graph, col=0, row=0, size=512):
     return scaled
 
 
-def _sd(g: Graph, photo, col=1, steps=10, strength=0.5):
+def _sd(g: Graph, photo, col=1, steps=10, strength=1.0):
     """Checkpoint, prompt, VAE Encode and DDIM Invert: the start of every SD workflow."""
     ckpt = g.add("CheckpointLoaderSimple", col, 0, ckpt_name="v1-5-pruned-emaonly.safetensors")
     text = g.add("CLIPTextEncode", col, 2, title="Prompt (empty is fine)", text="a high quality photo")
@@ -175,7 +174,7 @@ def cpu_builtin() -> Graph:
     inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
     prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
     monitor = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Monitor (hack guard)", name="piqe")
-    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, monitor=monitor, iterations=8)
+    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, monitor=monitor, iterations=8, optimizer="adam")
     _finish(g, asc, model, "VAE", 4, 0, "iqa_map_cpu", prior)
     return g
 
@@ -250,7 +249,8 @@ def cpu_adaptive() -> Graph:
     g.link(model, "VAE", enc, "vae")
     inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
     prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
-    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, iterations=8, adaptive_fidelity="piqe")
+    asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, iterations=8, optimizer="adam",
+                  adaptive_fidelity="piqe")
     _finish(g, asc, model, "VAE", 4, 0, "iqa_map_adaptive", prior)
     piqe = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Map prior", name="piqe")
     qmap = g.add("IQAMAP_IQAQualityMap", 3, 4)
