@@ -162,10 +162,8 @@ def _finish(g: Graph, asc, vae_src, vae_out, col, row, prefix, prior=None):
     return dec
 
 
-def cpu_builtin() -> Graph:
-    g = Graph("CPU enhancement with the built-in model",
-              "Runs anywhere with nothing to download: the shipped pixel model and the built-in NIQE+BRISQUE prior, "
-              "PIQE as hack-guard monitor.")
+def _cpu_start(g: Graph):
+    """Photo, built-in model, VAE Encode, DDIM Invert (quick CPU regime) and the built-in prior."""
     photo = _photo(g, size=256)
     model = g.add("IQAMAP_LoadBuiltinPriorModel", 1, 0)
     enc = g.add("VAEEncode", 1, 2)
@@ -173,6 +171,14 @@ def cpu_builtin() -> Graph:
     g.link(model, "VAE", enc, "vae")
     inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
     prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    return photo, model, inv, prior
+
+
+def cpu_builtin() -> Graph:
+    g = Graph("CPU enhancement with the built-in model",
+              "Runs anywhere with nothing to download: the shipped pixel model and the built-in NIQE+BRISQUE prior, "
+              "PIQE as hack-guard monitor.")
+    photo, model, inv, prior = _cpu_start(g)
     monitor = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Monitor (hack guard)", name="piqe")
     asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, monitor=monitor, iterations=8, optimizer="adam")
     _finish(g, asc, model, "VAE", 4, 0, "iqa_map_cpu", prior)
@@ -242,13 +248,7 @@ def cpu_adaptive() -> Graph:
     g = Graph("Quality-adaptive enhancement (CPU)",
               "PIQE's quality map of the photo weights the fidelity: well-preserved regions are held close, damaged "
               "ones are free to change. The heatmap shows where the map sees damage.")
-    photo = _photo(g, size=256)
-    model = g.add("IQAMAP_LoadBuiltinPriorModel", 1, 0)
-    enc = g.add("VAEEncode", 1, 2)
-    g.link(photo, "IMAGE", enc, "pixels")
-    g.link(model, "VAE", enc, "vae")
-    inv = _invert(g, model, "MODEL", enc, steps=4, strength=0.35)
-    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    photo, model, inv, prior = _cpu_start(g)
     asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, iterations=8, optimizer="adam",
                   adaptive_fidelity="piqe")
     _finish(g, asc, model, "VAE", 4, 0, "iqa_map_adaptive", prior)
