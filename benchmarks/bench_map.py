@@ -46,6 +46,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--strength", type=float, default=0.35)
     ap.add_argument("--iterations", type=int, default=8)
+    ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
+                    help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"))
     args = ap.parse_args(argv)
@@ -68,7 +70,8 @@ def main(argv=None) -> None:
               "bfcnn": lambda: from_denoiser(load_bfcnn(DATA / "weights" / "bfcnn_color_bsd300_sigma0-100.safetensors"),
                                              0, 100 / 255, residual=True)}
     dens = {m: models[m]() for m in methods if m in models}
-    settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd")
+    settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
+                             optimizer=args.optimizer)
     rows = []
     t0 = time.perf_counter()
     for i, f in enumerate(files):

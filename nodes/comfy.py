@@ -180,8 +180,7 @@ def run_in_comfy_sampler(model, latent: torch.Tensor, sigmas: torch.Tensor, fn: 
     guider.set_cfg(cfg)
 
     def sampler_function(model_k, x, sigmas_, extra_args=None, callback=None, disable=None, **_):
-        with torch.inference_mode(False):
-            autograd_safe(guider.inner_model)
+        with torch.inference_mode(False):  # the ascent makes the model's weights autograd-safe itself
             den = ComfyDenoiser(model_k, dict(extra_args or {}), guider.inner_model.model_sampling,
                                 guider.inner_model)
             return fn(den, x.detach().clone())
