@@ -5,8 +5,8 @@
     iqa-map calibrate my_photos/ --prior musiq --weights-dir ~/iqa-weights
     iqa-map compare photo.jpg -o out/cmp --prior niqe --prior brisque --prior piqe
     iqa-map rank seed_*.png --prior builtin -o best.png       (or --mode softmax / tiles)
-    iqa-map qmap photo.jpg -o out/maps --prior piqe
-    iqa-map enhance photo.jpg -o out/ --adaptive-fidelity piqe
+    iqa-map qmap photo.jpg -o out/maps --prior piqe   # default: cnniqa-builtin
+    iqa-map enhance photo.jpg -o out/ --adaptive-fidelity cnniqa-builtin
 """
 from __future__ import annotations
 
@@ -336,9 +336,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")
         p.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
         p.add_argument("--seed", type=int, default=d.seed)
-        p.add_argument("--adaptive-fidelity", nargs="?", const="piqe", default=None, metavar="PRIOR",
+        p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
                        help="weight the fidelity by the input's quality map (good regions held closer, damaged "
-                            "ones freer); PRIOR draws the map (default piqe; 'prior' = the optimised prior)")
+                            "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
 
     def common(p):
         p.add_argument("--weights-dir", default=None,
@@ -400,7 +400,7 @@ def parser() -> argparse.ArgumentParser:
     qm = sub.add_parser("qmap", help="spatial quality map of images (mask PNG + heatmap PNG)")
     qm.add_argument("inputs", nargs="+")
     qm.add_argument("-o", "--output", required=True)
-    qm.add_argument("--prior", default="piqe")
+    qm.add_argument("--prior", default="cnniqa-builtin")
     qm.add_argument("--window", type=int, default=48)
     qm.add_argument("--stride", type=int, default=8)
     qm.add_argument("--normalise", default="minmax", choices=["minmax", "absolute"])

@@ -1,6 +1,6 @@
 """Quality maps and quality-adaptive MAP: the issue-7 benchmark.
 
-    python -m benchmarks.bench_qmap [--limit N] [--crop 192] [--priors brisque,piqe,niqe] [--map-only]
+    python -m benchmarks.bench_qmap [--limit N] [--crop 192] [--priors cnniqa-builtin,piqe,brisque] [--map-only]
 
 Each CBSD68 dev photo (centre crop) gets one seeded random rectangle of a quarter
 of its area degraded by blur, noise or JPEG (the kind and strength seeded too).
@@ -55,11 +55,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="first N dev images (default all 68)")
     ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--priors", default="brisque,piqe,niqe", help="priors whose maps are scored")
+    ap.add_argument("--priors", default="cnniqa-builtin,piqe,brisque", help="priors whose maps are scored")
     ap.add_argument("--window", type=int, default=48)
     ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--map-only", action="store_true", help="skip the adaptive-vs-uniform MAP runs")
-    ap.add_argument("--map-prior", default="piqe", help="the prior whose map weights the fidelity")
+    ap.add_argument("--map-prior", default="cnniqa-builtin", help="the prior whose map weights the fidelity")
     ap.add_argument("--prior", default="builtin", help="the optimised prior")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--strength", type=float, default=0.35)

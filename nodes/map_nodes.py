@@ -160,10 +160,12 @@ class LatentMAPAscent:
                              "iterations without improvement (0 = never)."}),
                 "perturb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip":
                             "Std of a seeded random perturbation added each step (DOODL uses 1e-4)."}),
-                "adaptive_fidelity": (["off", "piqe", "brisque", "niqe", "prior"], {"default": "off", "tooltip":
-                                      "Quality-adaptive fidelity: weight the fidelity by this prior's quality map "
-                                      "of the photo ('prior' = the optimised prior), so good regions are held "
-                                      "closer and damaged ones change more; same total fidelity."}),
+                "adaptive_fidelity": (["off", "cnniqa-builtin", "piqe", "brisque", "niqe", "prior"],
+                                      {"default": "off", "tooltip":
+                                       "Quality-adaptive fidelity: weight the fidelity by this prior's quality map "
+                                       "of the photo ('prior' = the optimised prior), so good regions are held "
+                                       "closer and damaged ones change more; same total fidelity. "
+                                       "cnniqa-builtin draws the most accurate maps (README benchmark)."}),
                 "adaptive_floor": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "Adaptive fidelity: weight of the worst region relative to the best."}),
             },

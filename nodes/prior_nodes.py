@@ -17,7 +17,7 @@ def prior_names() -> list[str]:
         names = available()
     except Exception:  # pyiqa missing or broken: the node reports it when used
         names = ["builtin", "hybrid-builtin", *BUILTINS]
-    first = ["builtin", "hybrid-builtin", "niqe", "brisque", "piqe"]
+    first = ["builtin", "hybrid-builtin", "niqe", "brisque", "piqe", "cnniqa-builtin"]
     return first + [n for n in names if n not in first]
 
 
@@ -31,7 +31,8 @@ def _device(choice: str) -> torch.device:
 
 class LoadIQAPrior:
     DESCRIPTION = ("Loads a no-reference image-quality model as a differentiable prior (higher = better). "
-                   "The built-ins (NIQE, BRISQUE, PIQE, and 'builtin' = NIQE+BRISQUE) need no download; pyiqa "
+                   "The built-ins (NIQE, BRISQUE, PIQE, the learned CNNIQA-builtin, and 'builtin' = NIQE+BRISQUE) "
+                   "need no download; pyiqa "
                    "models read their weights from models/iqa (see the README for offline placement).")
     CATEGORY = CATEGORY
     RETURN_TYPES = (IQA_PRIOR,)

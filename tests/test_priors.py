@@ -41,7 +41,7 @@ def crop(img: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 # ---- interface -------------------------------------------------------------------------
 @needs_shared
-@pytest.mark.parametrize("name", ["niqe", "brisque", "piqe", "cnniqa"])
+@pytest.mark.parametrize("name", ["niqe", "brisque", "piqe", "cnniqa-builtin", "cnniqa"])
 def test_prior_interface_and_determinism(loaded, name):
     p = loaded[name]
     img = torch.cat([crop(i) for i in dev_images(2)])
@@ -56,7 +56,7 @@ def test_prior_interface_and_determinism(loaded, name):
 
 
 @needs_shared
-@pytest.mark.parametrize("name", ["niqe", "brisque", "piqe", "cnniqa"])
+@pytest.mark.parametrize("name", ["niqe", "brisque", "piqe", "cnniqa-builtin", "cnniqa"])
 def test_gradient_ascent_raises_score(loaded, name):
     """A few signed pixel-gradient steps must raise the (oriented) score on a real photo."""
     p = loaded[name]
@@ -72,7 +72,7 @@ def test_gradient_ascent_raises_score(loaded, name):
 @pytest.fixture(scope="module")
 def distortion_scores(loaded):
     """Native scores of 5 dev photos (centre 321x320), clean and degraded at level 3: {prior: {kind: [(clean, bad), ...]}}."""
-    out = {n: {k: [] for k in ("blur", "noise", "jpeg")} for n in ("niqe", "brisque", "piqe")}
+    out = {n: {k: [] for k in ("blur", "noise", "jpeg")} for n in ("niqe", "brisque", "piqe", "cnniqa-builtin")}
     with torch.no_grad():
         for img in dev_images(5):
             img = img[..., :, 80:400]  # 321x320: 3x3 NIQE blocks, 2/3 of the cost of the full photo
@@ -88,7 +88,7 @@ def distortion_scores(loaded):
 @pytest.mark.parametrize("kind", ["blur", "noise", "jpeg"])
 def test_distortion_lowers_builtin_scores(loaded, distortion_scores, kind):
     """Each built-in (and the hybrid) scores >= 80 % of the degraded photos below the clean ones."""
-    for name in ("niqe", "brisque", "piqe", "hybrid-builtin"):
+    for name in ("niqe", "brisque", "piqe", "cnniqa-builtin", "hybrid-builtin"):
         if name == "hybrid-builtin":  # same arithmetic as load("hybrid-builtin"), from the cached scores
             def fused(i, which):
                 cs = [loaded[n].calibration(distortion_scores[n][kind][i][which], True) * w
@@ -108,6 +108,29 @@ def test_cnniqa_matches_documented_behaviour(loaded):
     img = dev_images(1)[0]
     clean, noisy = float(p.native(img)), float(p.native(distort(img, "noise", 4)))
     assert 10 < clean < 40 and noisy > clean + 15
+
+
+def test_cnniqa_builtin_ships_with_checksum():
+    """The learned built-in loads from the package alone (no ../shared, no download) and matches its checksum."""
+    import hashlib
+    f = priors.CNNIQA_BUILTIN_FILE
+    assert f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}" in f.with_suffix(".sha256").read_text()
+    p = priors.load("cnniqa-builtin")
+    assert p.name == "cnniqa-builtin" and p.lower_better and p.calibration is not None
+
+
+@needs_shared
+def test_cnniqa_builtin_is_local():
+    """Patch-level: noise added to one half of a photo raises the damage predicted for that half only."""
+    p = priors.load("cnniqa-builtin")
+    img = crop(dev_images(1)[0], 128)
+    bad = img.clone()
+    bad[..., :, 64:] = distort(img[..., :, 64:], "noise", 3)
+    with torch.no_grad():
+        (clean_l, clean_r), (bad_l, bad_r) = ([float(p.native(x[..., :, :64])), float(p.native(x[..., :, 64:]))]
+                                              for x in (img, bad))
+    assert abs(bad_l - clean_l) < 1e-4, "the untouched half must score the same"
+    assert bad_r > clean_r + 10, f"noise std 20 must read as damage: {clean_r:.1f} -> {bad_r:.1f}"
 
 
 # ---- reference scores ----------------------------------------------------------------------

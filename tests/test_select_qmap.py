@@ -13,7 +13,7 @@ from iqa_map.core import priors
 from iqa_map.core import select as S
 from iqa_map.core.map import comparable_score
 from iqa_map.core.priors.base import Prior
-from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise
+from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
 from iqa_map.core.qmap import heatmap, quality_map, roc_auc
 
 
@@ -158,6 +158,19 @@ def test_quality_map_finds_a_damaged_region(piqe):
         quality_map(raw, img, normalise="absolute")
 
 
+@pytest.mark.parametrize("kind", ["blur", "noise", "jpeg"])
+def test_learned_builtin_maps_every_kind_of_damage(kind):
+    """cnniqa-builtin, the default map prior, locates blur, noise and JPEG damage alike."""
+    clean = _photo(160)
+    mask = torch.zeros(1, 1, 160, 160)
+    mask[..., 24:104, 64:144] = 1  # a quarter of the area
+    bad = {"blur": lambda x: gaussian_blur(x, 2.0), "noise": lambda x: gaussian_noise(x, 15, seed=5),
+           "jpeg": lambda x: jpeg(x, 12)}[kind](clean)
+    img = clean * (1 - mask) + bad * mask
+    qm = quality_map(priors.load("cnniqa-builtin"), img)
+    assert roc_auc(qm.badness.numpy(), mask.numpy()) > 0.8
+
+
 def test_adaptive_fidelity_lets_damaged_regions_change_more():
     from iqa_map.core import map as M
     from iqa_map.core.models import load_builtin
@@ -212,4 +225,4 @@ def test_cli_rank_and_qmap(tmp_path, capsys, candidates):
     assert main(["rank", str(files[0]), str(small), "--prior", "piqe"]) == 2
     assert "same size" in capsys.readouterr().err
     assert main(["qmap", str(files[2]), "-o", str(tmp_path / "maps"), "--window", "32", "--stride", "16"]) == 0
-    assert {p.name for p in (tmp_path / "maps").iterdir()} == {"cand2_qmap_piqe.png", "cand2_qmap_piqe_heatmap.png"}
+    assert {p.name for p in (tmp_path / "maps").iterdir()} == {"cand2_qmap_cnniqa-builtin.png", "cand2_qmap_cnniqa-builtin_heatmap.png"}

@@ -1,4 +1,4 @@
-"""Fit the shipped calibration constants of the built-in priors (NIQE, BRISQUE, PIQE, CNNIQA).
+"""Fit the shipped calibration constants of the built-in priors (NIQE, BRISQUE, PIQE, CNNIQA-builtin, CNNIQA-LIVE).
 
 Scores every image of a folder (default: the project's training photos,
 ``../shared/data/images/train``, centre-cropped to at most 384x384) clean and
@@ -36,11 +36,14 @@ def main() -> None:
     ap.add_argument("--cnniqa", type=Path, default=SHARED / "weights" / "cnniqa_live_gray.safetensors")
     ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--crop", type=int, default=384)
+    ap.add_argument("--priors", default="niqe,brisque,piqe,cnniqa-builtin,cnniqa",
+                    help="which constants to (re)fit; the others in the file are kept")
     args = ap.parse_args()
     torch.set_num_threads(1)
     files = sorted(f for f in args.images.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     files = files[:: max(1, len(files) // args.limit)][: args.limit]  # spread over sun_* and urban_*
-    names = ["niqe", "brisque", "piqe", f"cnniqa:{args.cnniqa}"]
+    ap_names = [n.strip() for n in args.priors.split(",") if n.strip()]
+    names = [f"cnniqa:{args.cnniqa}" if n == "cnniqa" else n for n in ap_names]
     loaded = {n: priors.load(n) for n in names}
     scores = {p.name: [] for p in loaded.values()}
     for f in files:

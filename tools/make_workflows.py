@@ -246,16 +246,16 @@ def after_upscaler() -> Graph:
 
 def cpu_adaptive() -> Graph:
     g = Graph("Quality-adaptive enhancement (CPU)",
-              "PIQE's quality map of the photo weights the fidelity: well-preserved regions are held close, damaged "
-              "ones are free to change. The heatmap shows where the map sees damage.")
+              "The learned built-in prior's quality map of the photo weights the fidelity: well-preserved regions are "
+              "held close, damaged ones are free to change. The heatmap shows where the map sees damage.")
     photo, model, inv, prior = _cpu_start(g)
     asc = _ascend(g, model, "MODEL", model, "VAE", prior, inv, 3, 0, iterations=8, optimizer="adam",
-                  adaptive_fidelity="piqe")
+                  adaptive_fidelity="cnniqa-builtin")
     _finish(g, asc, model, "VAE", 4, 0, "iqa_map_adaptive", prior)
-    piqe = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Map prior", name="piqe")
+    map_prior = g.add("IQAMAP_LoadIQAPrior", 2, 5, title="Map prior", name="cnniqa-builtin")
     qmap = g.add("IQAMAP_IQAQualityMap", 3, 4)
     g.link(photo, "IMAGE", qmap, "image")
-    g.link(piqe, "prior", qmap, "prior")
+    g.link(map_prior, "prior", qmap, "prior")
     save = g.add("SaveImage", 4, 4, title="Quality map (heatmap)", filename_prefix="iqa_map_quality_map")
     g.link(qmap, "heatmap", save, "images")
     return g

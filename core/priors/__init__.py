@@ -10,7 +10,8 @@ higher = better, differentiable w.r.t. the image and deterministic::
     q.calibrated(img) # [0, 100], 100 = best
 
 Names: the built-ins ``niqe``, ``brisque``, ``piqe`` (parameters shipped,
-never downloaded) and ``hybrid-builtin`` (alias ``builtin``); any pyiqa
+never downloaded), ``cnniqa-builtin`` (a CNNIQA network trained by this project,
+weights shipped; ``training/nriqa.py``) and ``hybrid-builtin`` (alias ``builtin``); any pyiqa
 no-reference metric by its pyiqa name (``musiq``, ``liqe``, ``topiq_nr``...);
 ``ms-<name>`` for the multi-scale version of any of them; ``<arch>:<file>``
 for a local safetensors network (``cnniqa:/path/cnniqa_live_gray.safetensors``).
@@ -36,7 +37,9 @@ __all__ = [
     "score_and_grad", "offline_weights", "resolve_weights_dir", "BUILTINS", "HYBRID_BUILTIN", "ENV_VAR",
 ]
 
-BUILTINS = ("niqe", "brisque", "piqe")
+BUILTINS = ("niqe", "brisque", "piqe", "cnniqa-builtin")
+#: The learned built-in: CNNIQA distilled from SSIM on synthetic damage of the training photos.
+CNNIQA_BUILTIN_FILE = Path(__file__).with_name("data") / "cnniqa_builtin.safetensors"
 #: The default prior of the demo: calibrated NIQE and BRISQUE, equal weights (see docs/priors.md for why).
 HYBRID_BUILTIN = {"members": (("niqe", 1.0), ("brisque", 1.0)), "mode": "mean"}
 _ALIASES = {"builtin": "hybrid-builtin"}
@@ -62,6 +65,10 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
     if name == "hybrid-builtin":
         members = [(load(n, folder, device, calibration_file), w) for n, w in HYBRID_BUILTIN["members"]]
         return fuse(members, mode=HYBRID_BUILTIN["mode"], name="hybrid-builtin")
+    if name == "cnniqa-builtin":
+        prior = LocalPrior(CNNIQA_BUILTIN_FILE, arch="cnniqa", device=device, name=name)
+        prior.calibration = lookup_calibration(name, folder, calibration_file)
+        return prior
     if name.startswith("ms-"):
         base = load(name[3:], folder, device, calibration_file, **kwargs)
         cal = lookup_calibration(name, folder, calibration_file)
