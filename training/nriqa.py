@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.priors.distortions import gaussian_blur, jpeg
+from ..core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
 from ..core.priors.local import CNNIQANet
 from .data import CropSampler, load_images
 
@@ -78,8 +78,7 @@ def degrade(x: torch.Tensor, s: dict, gen: torch.Generator) -> torch.Tensor:
     if stages[0]:
         y = gaussian_blur(y, _log_uniform(*s["blur_sigma"], u[5]))
     if stages[1]:
-        std = _log_uniform(*s["noise_std"], u[6])
-        y = (y + torch.randn(y.shape, generator=gen) * std / 255).clamp(0, 1)
+        y = gaussian_noise(y, _log_uniform(*s["noise_std"], u[6]), generator=gen)
     if stages[2]:
         lo, hi = s["jpeg_quality"]
         y = jpeg(y, lo + int(u[7] * (hi - lo + 1)))
@@ -129,10 +128,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _evaluate(net, xs, ys, batch: int = 1024) -> dict:
-    net.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # CNNIQA has no dropout or batch norm: no train/eval switch needed
         pred = torch.cat([net(xs[i:i + batch].float() / 255) for i in range(0, len(xs), batch)])
-    net.train()
     p, t = pred.numpy(), ys.numpy()
     return {"l1": float(np.abs(p - t).mean()), "plcc": float(np.corrcoef(p, t)[0, 1]), "srcc": _spearman(p, t)}
 

@@ -30,8 +30,10 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def gaussian_noise(img: torch.Tensor, std255: float, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
+def gaussian_noise(img: torch.Tensor, std255: float, seed: int = 0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``generator`` (CPU) draws the noise instead of a fresh one seeded with ``seed``."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
     n = torch.randn(img.shape, generator=g, dtype=img.dtype).to(img.device)
     return (img + n * std255 / 255).clamp(0, 1)
 
