@@ -138,7 +138,9 @@ def _settings_from(args, fidelity=None):
         steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
         lr=args.lr, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
-        adaptive_fidelity=getattr(args, "adaptive_fidelity", None))
+        adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
+        adaptive_normalise=getattr(args, "adaptive_normalise", "worst"),
+        adaptive_floor=getattr(args, "adaptive_floor", 0.1))
 
 
 def _cal_or_native(prior, img):
@@ -339,6 +341,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
                        help="weight the fidelity by the input's quality map (good regions held closer, damaged "
                             "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
+        p.add_argument("--adaptive-normalise", choices=["worst", "mean"], default=d.adaptive_normalise,
+                       help="adaptive fidelity: 'worst' keeps lambda in the worst region and holds better ones up to "
+                            "1/floor times tighter; 'mean' moves the same total fidelity from damaged to good regions "
+                            "(default %(default)s)")
+        p.add_argument("--adaptive-floor", type=float, default=d.adaptive_floor,
+                       help="adaptive fidelity: weight of the worst region relative to the best (default %(default)s)")
 
     def common(p):
         p.add_argument("--weights-dir", default=None,

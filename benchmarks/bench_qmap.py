@@ -1,6 +1,8 @@
 """Quality maps and quality-adaptive MAP: the issue-7 benchmark.
 
     python -m benchmarks.bench_qmap [--limit N] [--crop 192] [--priors cnniqa-builtin,piqe,brisque] [--map-only]
+    python -m benchmarks.bench_qmap --start 34 --limit 34 --out b.json ...   # a shard, for parallel runs
+    python -m benchmarks.bench_qmap --merge a.json b.json --out all.json     # the shards' rows, one summary
 
 Each CBSD68 dev photo (centre crop) gets one seeded random rectangle of a quarter
 of its area degraded by blur, noise or JPEG (the kind and strength seeded too).
@@ -53,7 +55,11 @@ def region_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=None, help="first N dev images (default all 68)")
+    ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
+    ap.add_argument("--start", type=int, default=0, help="index of the first dev image (a shard; the degradation "
+                    "is seeded by the global index, so shards reproduce the full run)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="summarise the rows of these result files "
+                    "(shards of one setting) instead of running")
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--priors", default="cnniqa-builtin,piqe,brisque", help="priors whose maps are scored")
     ap.add_argument("--window", type=int, default=48)
@@ -68,10 +74,14 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: the optimiser's")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
+    ap.add_argument("--normalise", default="worst,mean", help="adaptive weight normalisation(s), comma-separated: "
+                    "mean (same total fidelity as uniform) and/or worst (worst region keeps the uniform weight)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "qmap.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.merge:
+        return merge(args.merge, args.out)
 
     from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
@@ -80,7 +90,9 @@ def main(argv=None) -> None:
     from iqa_map.core.models import load_builtin
     from iqa_map.core.qmap import quality_map, roc_auc
 
-    files = dev_files(args.limit)
+    files = dev_files()[args.start:]
+    files = files[:args.limit] if args.limit is not None else files
+    norms = args.normalise.split(",")
     map_priors = {n: priors.load(n) for n in args.priors.split(",")}
     if args.map_prior not in map_priors:
         map_priors[args.map_prior] = priors.load(args.map_prior)
@@ -90,10 +102,10 @@ def main(argv=None) -> None:
                              optimizer=args.optimizer,
                              fidelity_weight=args.fidelity_weight)
     rows, t0 = [], time.perf_counter()
-    for i, f in enumerate(files):
+    for i, f in enumerate(files, start=args.start):
         clean = centre_crop(load_image(f), args.crop)
         img, mask, kind = degrade_rect(clean, seed=i)
-        row = {"image": f.name, "kind": kind, "auc": {}}
+        row = {"index": i, "image": f.name, "kind": kind, "auc": {}}
         qmaps = {}
         for name, p in map_priors.items():
             t = time.perf_counter()
@@ -101,56 +113,95 @@ def main(argv=None) -> None:
             row["auc"][name] = roc_auc(qmaps[name].badness.numpy(), mask.numpy())
             row.setdefault("map_seconds", {})[name] = time.perf_counter() - t
         if den is not None:
-            weight = qmaps[args.map_prior].weight_map(args.floor)
-            uni = M.ascend(den, img, prior, settings)
-            ada = M.ascend(den, img, prior, settings, weight_map=weight)
+            runs = {"input": None, "uniform": M.ascend(den, img, prior, settings)}
+            for norm in norms:
+                weight = qmaps[args.map_prior].weight_map(args.floor, normalise=norm)
+                runs[adaptive_name(norm)] = M.ascend(den, img, prior, settings, weight_map=weight)
             clean_m = 1 - mask
-            for name, res in (("input", None), ("uniform", uni), ("adaptive", ada)):
+            for name, res in runs.items():
                 out = img if res is None else res.image
                 row[name] = {"psnr_clean_region": region_psnr(out, clean, clean_m),
                              "psnr_degraded_region": region_psnr(out, clean, mask),
                              "prior": float(comparable_score_safe(prior, out))}
         rows.append(row)
-        print(f"[{i + 1}/{len(files)}] {f.name} {kind} AUC " + " ".join(f"{k} {v:.3f}" for k, v in row["auc"].items())
-              + ("" if den is None else
-                 f" | clean {row['uniform']['psnr_clean_region']:.2f}->{row['adaptive']['psnr_clean_region']:.2f}"
-                 f" degraded {row['uniform']['psnr_degraded_region']:.2f}->{row['adaptive']['psnr_degraded_region']:.2f}"),
+        print(f"[{i + 1 - args.start}/{len(files)}] {f.name} {kind} AUC " + " ".join(f"{k} {v:.3f}" for k, v in row["auc"].items())
+              + ("" if den is None else "".join(
+                  f" | {a}: clean {row['uniform']['psnr_clean_region']:.2f}->{row[a]['psnr_clean_region']:.2f}"
+                  f" degraded {row['uniform']['psnr_degraded_region']:.2f}->{row[a]['psnr_degraded_region']:.2f}"
+                  for a in map(adaptive_name, norms))),
               file=sys.stderr, flush=True)
 
-    summary = {"images": len(rows), "settings": vars(args), "seconds": time.perf_counter() - t0,
+    summary = summarise(rows, vars(args), time.perf_counter() - t0)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    report(summary)
+
+
+def merge(paths: list, out: str) -> None:
+    """One summary over the rows of several shards run with the same settings."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    keep = ("limit", "start", "out", "threads", "merge")
+    settings = [{k: v for k, v in p["summary"]["settings"].items() if k not in keep} for p in parts]
+    if any(st != settings[0] for st in settings):
+        sys.exit("bench_qmap --merge: the files were run with different settings; merge shards of one run only")
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r.get("index", 0))
+    if len({r["image"] for r in rows}) != len(rows):
+        sys.exit("bench_qmap --merge: an image appears in more than one file")
+    summary = summarise(rows, {**parts[0]["summary"]["settings"], "merged": list(map(str, paths))},
+                        sum(p["summary"]["seconds"] for p in parts))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    report(summary)
+
+
+def summarise(rows: list, settings: dict, seconds: float) -> dict:
+    map_priors = list(rows[0]["auc"])
+    methods = [m for m in ("input", "uniform") if m in rows[0]] + [m for m in rows[0] if m.startswith("adaptive")]
+    summary = {"images": len(rows), "settings": settings, "seconds": seconds,
                "mean_auc": {n: float(np.mean([r["auc"][n] for r in rows])) for n in map_priors},
                "mean_auc_by_kind": {k: {n: float(np.mean([r["auc"][n] for r in rows if r["kind"] == k]))
                                         for n in map_priors} for k in ("blur", "noise", "jpeg")
                                     if any(r["kind"] == k for r in rows)},
                "map_seconds": {n: float(np.mean([r["map_seconds"][n] for r in rows])) for n in map_priors}}
-    if den is not None:
-        summary["mean"] = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]}
-                           for m in ("input", "uniform", "adaptive")}
-        summary["adaptive_higher_on_clean"] = float(np.mean(
-            [r["adaptive"]["psnr_clean_region"] > r["uniform"]["psnr_clean_region"] for r in rows]))
-        summary["adaptive_no_worse_on_degraded"] = float(np.mean(
-            [r["adaptive"]["psnr_degraded_region"] >= r["uniform"]["psnr_degraded_region"] - 1e-9 for r in rows]))
-        summary["adaptive_both"] = float(np.mean(
-            [r["adaptive"]["psnr_clean_region"] > r["uniform"]["psnr_clean_region"]
-             and r["adaptive"]["psnr_degraded_region"] >= r["uniform"]["psnr_degraded_region"] - 1e-9
-             for r in rows]))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    if "uniform" in rows[0]:
+        summary["mean"] = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in methods}
+        for a in methods[2:]:
+            clean_up = [r[a]["psnr_clean_region"] > r["uniform"]["psnr_clean_region"] for r in rows]
+            bad_ok = [r[a]["psnr_degraded_region"] >= r["uniform"]["psnr_degraded_region"] - 1e-9 for r in rows]
+            summary[a] = {"higher_on_clean": float(np.mean(clean_up)), "no_worse_on_degraded": float(np.mean(bad_ok)),
+                          "both": float(np.mean([c and b for c, b in zip(clean_up, bad_ok)])),
+                          **{f"median_gain_{region}_db": float(np.median(
+                              [r[a][f"psnr_{region}_region"] - r["uniform"][f"psnr_{region}_region"] for r in rows]))
+                             for region in ("clean", "degraded")}}
+    return summary
+
+
+def report(summary: dict) -> None:
+    map_priors = list(summary["mean_auc"])
     print("| prior | mean ROC AUC | " + " | ".join(summary["mean_auc_by_kind"]) + " | seconds per map |")
     print("|---" * (3 + len(summary["mean_auc_by_kind"])) + "|")
     for n in map_priors:
         print(f"| {n} | {summary['mean_auc'][n]:.3f} | "
               + " | ".join(f"{summary['mean_auc_by_kind'][k][n]:.3f}" for k in summary["mean_auc_by_kind"])
               + f" | {summary['map_seconds'][n]:.2f} |")
-    if den is not None:
+    if "mean" in summary:
+        methods = list(summary["mean"])
         print()
         print("| method | PSNR clean region | PSNR degraded region | prior |")
         print("|---|---|---|---|")
         for m, v in summary["mean"].items():
             print(f"| {m} | {v['psnr_clean_region']:.2f} | {v['psnr_degraded_region']:.2f} | {v['prior']:.1f} |")
-        print(f"\nadaptive > uniform on the clean region: {100 * summary['adaptive_higher_on_clean']:.0f} %; "
-              f"no worse on the degraded region: {100 * summary['adaptive_no_worse_on_degraded']:.0f} %; "
-              f"both: {100 * summary['adaptive_both']:.0f} %")
+        for a in methods[2:]:
+            v = summary[a]
+            print(f"\n{a} > uniform on the clean region: {100 * v['higher_on_clean']:.0f} % "
+                  f"(median {v['median_gain_clean_db']:+.3f} dB); no worse on the degraded region: "
+                  f"{100 * v['no_worse_on_degraded']:.0f} % (median {v['median_gain_degraded_db']:+.3f} dB); "
+                  f"both: {100 * v['both']:.0f} %")
+
+
+def adaptive_name(normalise: str) -> str:
+    """Row key of an adaptive run; "mean" keeps the historical name "adaptive"."""
+    return "adaptive" if normalise == "mean" else f"adaptive_{normalise}"
 
 
 def comparable_score_safe(prior, img):

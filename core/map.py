@@ -42,6 +42,7 @@ class MapSettings:
     on_hack: str = "stop"           # "stop" or "warn"
     adaptive_fidelity: Optional[str] = None  # prior whose quality map weights the fidelity ("prior" = the optimised one)
     adaptive_floor: float = 0.1     # fidelity weight of the worst region relative to the best
+    adaptive_normalise: str = "worst"  # "worst": damaged regions keep lambda, good ones held tighter; "mean": same total
     adaptive_window: int = 48       # quality-map window and stride (pixels)
     adaptive_stride: int = 8
     seed: int = 0
@@ -54,6 +55,13 @@ class MapSettings:
             raise ValueError("on_hack must be 'stop' or 'warn'")
         if self.fidelity_weight is not None and self.fidelity_weight < 0:
             raise ValueError("fidelity_weight must be >= 0")
+        if self.adaptive_fidelity:
+            from .qmap import WEIGHT_NORMALISATIONS
+            if self.adaptive_normalise not in WEIGHT_NORMALISATIONS:
+                raise ValueError(f"adaptive_normalise must be one of {', '.join(WEIGHT_NORMALISATIONS)}")
+            if not 0 <= self.adaptive_floor <= 1 or (self.adaptive_normalise == "worst" and self.adaptive_floor == 0):
+                raise ValueError("adaptive_floor (the worst region's fidelity weight relative to the best) must be in "
+                                 "(0, 1], or [0, 1] with adaptive_normalise='mean'")
 
 
 @dataclasses.dataclass
@@ -315,12 +323,12 @@ def ascend_inversion(
 
 
 def _adaptive_weight(prior, s: MapSettings, ref: torch.Tensor, size) -> torch.Tensor:
-    """Quality-adaptive fidelity: the map of the (unpadded) input, mean weight 1, padded like ``ref``."""
+    """Quality-adaptive fidelity: the weight drawn from the map of the (unpadded) input, padded like ``ref``."""
     from . import priors as P
     from .qmap import quality_map
     map_prior = prior if s.adaptive_fidelity == "prior" else P.load(s.adaptive_fidelity, device=ref.device)
     qm = quality_map(map_prior, ref[..., : size[0], : size[1]], window=s.adaptive_window, stride=s.adaptive_stride)
-    w = qm.weight_map(s.adaptive_floor).to(ref.device)
+    w = qm.weight_map(s.adaptive_floor, normalise=s.adaptive_normalise).to(ref.device)
     ph, pw = ref.shape[-2] - size[0], ref.shape[-1] - size[1]
     return F.pad(w, (0, pw, 0, ph), mode="replicate") if ph or pw else w
 

@@ -14,10 +14,12 @@ DEFAULT_WEIGHT = {"nlpd": 20.0, "mse": 2000.0, "ssim": 20.0, "none": 0.0}
 class Fidelity(torch.nn.Module):
     """Distance ``D(x, ref) -> [B]`` (0 = identical), optionally weighted per pixel.
 
-    ``weight_map`` ([B or 1, 1, H, W] in [0, 1]) lowers the penalty where fidelity
-    matters less. MSE weights the squared error exactly; for NLPD and SSIM the
-    deviation itself is scaled, ``D(ref + w (x - ref), ref)``, which leaves the
-    metric untouched where ``w = 1`` and blind where ``w = 0``.
+    ``weight_map`` ([B or 1, 1, H, W], >= 0) lowers the penalty where fidelity
+    matters less (w < 1) and raises it where it matters more (w > 1). MSE weights
+    the squared error exactly; NLPD and SSIM are split the same way,
+    ``D(ref + min(w, 1) (x - ref), ref) + D(ref + (w - 1)+ (x - ref), ref)``: the
+    metric untouched where ``w = 1``, blind where ``w = 0``, and an added hold where
+    ``w > 1``.
     """
 
     def __init__(self, name: str = "nlpd", weight_map: torch.Tensor | None = None, weights_dir=None):
@@ -45,9 +47,17 @@ class Fidelity(torch.nn.Module):
         if self.name == "mse":
             err = (x - ref) ** 2
             return (err if w is None else err * w).mean(dim=(1, 2, 3))
-        if w is not None:
-            x = ref + w * (x - ref)
-        return self.metric(x, ref).to(x.dtype)
+        if w is None:
+            return self.metric(x, ref).to(x.dtype)
+        # Split like MSE's err * w = err * min(w, 1) + err * (w - 1)+: a weight above 1 adds a
+        # penalty on the excess instead of magnifying the deviation inside the norm, which would
+        # lower NLPD's marginal cost everywhere else (sqrt of the band mean) and let the regions
+        # left at weight 1 drift further than under a uniform weight.
+        d = self.metric(ref + w.clamp(max=1.0) * (x - ref), ref)
+        excess = (w - 1.0).clamp(min=0.0)
+        if bool((excess > 0).any()):
+            d = d + self.metric(ref + excess * (x - ref), ref)
+        return d.to(x.dtype)
 
 
 class SmoothNLPD(torch.nn.Module):

@@ -18,6 +18,9 @@ from .map import comparable_score
 NORMALISE = ("minmax", "absolute")
 
 
+WEIGHT_NORMALISATIONS = ("mean", "worst")
+
+
 @dataclass
 class QualityMap:
     badness: torch.Tensor   # [B,1,H,W] in [0, 1], 1 = worst
@@ -25,14 +28,23 @@ class QualityMap:
     window: int
     stride: int
 
-    def weight_map(self, floor: float = 0.1) -> torch.Tensor:
-        """Per-pixel fidelity weight for quality-adaptive MAP, mean 1 per image.
+    def weight_map(self, floor: float = 0.1, normalise: str = "worst") -> torch.Tensor:
+        """Per-pixel fidelity weight for quality-adaptive MAP: the worst region gets ``floor`` times the best.
 
-        Good regions get more than the uniform weight, the worst ``floor`` times the
-        best: the same total fidelity budget as a uniform weight, moved from where the
-        photo is damaged to where it is fine.
+        ``normalise="mean"``: mean weight 1 per image, the same total fidelity budget as a
+        uniform weight, moved from where the photo is damaged to where it is fine.
+        ``normalise="worst"``: the worst region keeps the uniform weight 1 and better
+        regions are held up to ``1 / floor`` times tighter, so the prior works where the
+        quality is low and good regions stay as they are (AdaQual-Diff's "keep the good
+        regions"); the prior gains less than under "mean".
         """
+        if normalise not in WEIGHT_NORMALISATIONS:
+            raise ValueError(f"unknown normalise '{normalise}'; choose from {', '.join(WEIGHT_NORMALISATIONS)}")
+        if normalise == "worst" and floor <= 0:
+            raise ValueError("normalise='worst' needs floor > 0 (the best region is held 1/floor times tighter)")
         w = floor + (1.0 - floor) * (1.0 - self.badness)
+        if normalise == "worst":
+            return w / w.amin(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
 
 

@@ -164,16 +164,23 @@ class LatentMAPAscent:
                                       {"default": "off", "tooltip":
                                        "Quality-adaptive fidelity: weight the fidelity by this prior's quality map "
                                        "of the photo ('prior' = the optimised prior), so good regions are held "
-                                       "closer and damaged ones change more; same total fidelity. "
+                                       "closer than damaged ones (see adaptive_normalise). "
                                        "cnniqa-builtin draws the most accurate maps (README benchmark)."}),
                 "adaptive_floor": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                                   "Adaptive fidelity: weight of the worst region relative to the best."}),
+                                   "Adaptive fidelity: weight of the worst region relative to the best "
+                                   "(> 0 with adaptive_normalise 'worst')."}),
+                "adaptive_normalise": (["worst", "mean"], {"default": "worst", "tooltip":
+                                       "Adaptive fidelity: 'worst' keeps fidelity_weight in the worst region and "
+                                       "holds better ones up to 1/floor times tighter (good regions stay as they "
+                                       "are); 'mean' moves the same total fidelity from damaged to good regions "
+                                       "(more prior gain, damaged regions drift more)."}),
             },
         }
 
     def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
                learning_rate=0.0, optimizer="momentum", seed=0, mask=None, monitor=None, hack_margin=10.0,
-               on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1):
+               on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1,
+               adaptive_normalise="worst"):
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")
@@ -185,7 +192,7 @@ class LatentMAPAscent:
         settings = M.MapSettings(iterations=iterations, optimizer=optimizer, lr=learning_rate or None,
                                  fidelity=fidelity, fidelity_weight=None if fidelity_weight < 0 else fidelity_weight,
                                  seed=seed, hack_margin=hack_margin, on_hack=on_hack, patience=patience or None,
-                                 perturb=perturb, adaptive_floor=adaptive_floor,
+                                 perturb=perturb, adaptive_floor=adaptive_floor, adaptive_normalise=adaptive_normalise,
                                  adaptive_fidelity=None if adaptive_fidelity == "off" else adaptive_fidelity)
         monitors = [monitor] if monitor is not None else []
         progress = comfy.Progress(iterations, "ascent")

@@ -199,3 +199,30 @@ def test_smooth_nlpd_matches_pyiqa_and_has_a_gradient_at_zero():
     z = x.clone().requires_grad_(True)
     SmoothNLPD()(z, x).sum().backward()
     assert torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("name", ["nlpd", "mse", "ssim"])
+def test_fidelity_weights_above_one_add_a_hold_without_loosening_the_rest(name):
+    """A weight > 1 on one half adds to the penalty of changes there and leaves the other half's cost alone.
+
+    Scaling the deviation inside NLPD's band norm instead would make a change in the
+    weight-1 half cheaper once the other half has moved (sqrt of the band mean).
+    """
+    from iqa_map.core.objective import Fidelity
+
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(1, 3, 64, 64, generator=g)
+    left = torch.zeros(1, 1, 64, 64)
+    left[..., :32] = 1
+    w = 1 + 4 * (1 - left)  # 1 on the left half, 5 on the right
+    step = 0.03 * torch.randn(ref.shape, generator=g)
+    moved_right = (ref + step * (1 - left)).clamp(0, 1)
+    both = (moved_right + step * left).clamp(0, 1)
+    uni, held = Fidelity(name), Fidelity(name, weight_map=w)
+    assert float(held(ref, ref)) == pytest.approx(0.0, abs=1e-5)
+    assert float(held(moved_right, ref)) > 1.5 * float(uni(moved_right, ref))  # the right half is held tighter
+    # The marginal cost of also moving the left half is the uniform one, or more: never less.
+    extra_uni = float(uni(both, ref) - uni(moved_right, ref))
+    extra_held = float(held(both, ref) - held(moved_right, ref))
+    assert extra_held >= 0.95 * extra_uni > 0
+    assert torch.allclose(Fidelity(name, weight_map=torch.ones(1, 1, 64, 64))(both, ref), uni(both, ref))

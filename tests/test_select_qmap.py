@@ -143,9 +143,16 @@ def test_quality_map_finds_a_damaged_region(piqe):
     assert roc_auc(qm.badness.numpy(), mask.numpy()) > 0.85
     # Batching the windows does not change the map.
     assert torch.allclose(quality_map(piqe, img, window=32, stride=8, batch=5).scores, qm.scores, atol=1e-4)
-    w = qm.weight_map(floor=0.2)
+    w = qm.weight_map(floor=0.2, normalise="mean")
     assert float(w.mean()) == pytest.approx(1.0, abs=1e-5)
     assert float(w.min()) / float(w.max()) == pytest.approx(0.2, abs=1e-4)
+    worst = qm.weight_map(floor=0.2, normalise="worst")  # the worst region keeps the uniform weight
+    assert float(worst.min()) == pytest.approx(1.0) and float(worst.max()) == pytest.approx(5.0, rel=1e-4)
+    assert torch.allclose(worst / worst.mean(), w, atol=1e-5)
+    with pytest.raises(ValueError, match="floor > 0"):
+        qm.weight_map(floor=0.0, normalise="worst")
+    with pytest.raises(ValueError, match="unknown normalise"):
+        qm.weight_map(normalise="median")
     heat = heatmap(qm, img, alpha=1.0)
     assert heat.shape[0] == 1 and heat.shape[1] == 3 and heat.shape[-1] == 128 and heat.shape[-2] > 128
     worst = (qm.badness[0, 0] == 1).nonzero()[0]
@@ -179,15 +186,24 @@ def test_adaptive_fidelity_lets_damaged_regions_change_more():
     mask[..., :32, :32] = 1
     img = clean * (1 - mask) + gaussian_noise(clean, 25, seed=4) * mask
     den, prior = load_builtin(), priors.load("brisque")
-    kw = dict(steps=2, strength=0.3, iterations=3, lr=0.02, fidelity="mse", fidelity_weight=3000.0)
+    kw = dict(steps=2, strength=0.5, iterations=4, optimizer="momentum")  # moves the photo by ~2 levels in 255
     uni = M.ascend(den, img, prior, **kw)
-    ada = M.ascend(den, img, prior, **kw, adaptive_fidelity="piqe", adaptive_window=24, adaptive_stride=4)
-    assert ada.report["settings"]["adaptive_fidelity"] == "piqe"
+    runs = {norm: M.ascend(den, img, prior, **kw, adaptive_fidelity="piqe", adaptive_window=24, adaptive_stride=4,
+                           adaptive_normalise=norm) for norm in ("mean", "worst")}
+    assert runs["worst"].report["settings"]["adaptive_fidelity"] == "piqe"
+    assert runs["worst"].report["settings"]["adaptive_normalise"] == "worst"
 
-    def inside_over_outside(res):
-        d = (res.image - img).abs().mean(1, keepdim=True)
-        return float(d[mask.bool()].mean() / d[~mask.bool()].mean())
-    assert inside_over_outside(ada) > inside_over_outside(uni)
+    def change(res, where):
+        return float((res.image - img).abs().mean(1, keepdim=True)[where].mean())
+    inside, outside = mask.bool(), ~mask.bool()
+    for res in runs.values():
+        assert change(res, inside) / change(res, outside) > change(uni, inside) / change(uni, outside)
+    # "worst" never lowers a weight below the uniform one: the undamaged part moves less than under uniform.
+    assert change(runs["worst"], outside) < change(uni, outside)
+    with pytest.raises(ValueError, match="adaptive_normalise"):
+        M.ascend(den, img, prior, **kw, adaptive_fidelity="piqe", adaptive_normalise="median")
+    with pytest.raises(ValueError, match="adaptive_floor"):
+        M.ascend(den, img, prior, **kw, adaptive_fidelity="piqe", adaptive_floor=0.0)
 
 
 def test_select_and_quality_map_nodes(piqe, candidates):
