@@ -28,6 +28,8 @@ class Fidelity(torch.nn.Module):
             raise ValueError(f"unknown fidelity '{name}'; choose from {', '.join(FIDELITIES)}")
         self.name = name
         self.weight_map = weight_map
+        # Decided once: testing the map inside forward would sync a GPU on every iterate.
+        self._holds = weight_map is not None and bool((weight_map > 1).any())
         self.metric = None
         if name == "nlpd":
             self.metric = SmoothNLPD()
@@ -54,9 +56,8 @@ class Fidelity(torch.nn.Module):
         # lower NLPD's marginal cost everywhere else (sqrt of the band mean) and let the regions
         # left at weight 1 drift further than under a uniform weight.
         d = self.metric(ref + w.clamp(max=1.0) * (x - ref), ref)
-        excess = (w - 1.0).clamp(min=0.0)
-        if bool((excess > 0).any()):
-            d = d + self.metric(ref + excess * (x - ref), ref)
+        if self._holds:
+            d = d + self.metric(ref + (w - 1.0).clamp(min=0.0) * (x - ref), ref)
         return d.to(x.dtype)
 
 
