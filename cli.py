@@ -341,10 +341,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
                        help="weight the fidelity by the input's quality map (good regions held closer, damaged "
                             "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
-        p.add_argument("--adaptive-normalise", choices=["worst", "mean"], default=d.adaptive_normalise,
+        p.add_argument("--adaptive-normalise", choices=["worst", "damaged", "mean"], default=d.adaptive_normalise,
                        help="adaptive fidelity: 'worst' keeps lambda in the worst region and holds better ones up to "
-                            "1/floor times tighter; 'mean' moves the same total fidelity from damaged to good regions "
-                            "(default %(default)s)")
+                            "1/floor times tighter; 'damaged' keeps lambda on every pixel the map classes as damaged "
+                            "(Otsu split) and holds the rest tighter; 'mean' moves the same total fidelity from "
+                            "damaged to good regions (default %(default)s)")
         p.add_argument("--adaptive-floor", type=float, default=d.adaptive_floor,
                        help="adaptive fidelity: weight of the worst region relative to the best (default %(default)s)")
 

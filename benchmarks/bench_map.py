@@ -14,6 +14,7 @@ out/bench/map.json (``--out``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -48,6 +49,9 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
                     help="the README figures were measured with adam (lr 0.003)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of every method (default: the optimiser's)")
+    ap.add_argument("--latent-lr", type=float, default=None,
+                    help="learning rate of the latent methods only (default: --lr), to compare at matched change")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"))
     args = ap.parse_args(argv)
@@ -71,7 +75,8 @@ def main(argv=None) -> None:
                                              0, 100 / 255, residual=True)}
     dens = {m: models[m]() for m in methods if m in models}
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
-                             optimizer=args.optimizer)
+                             optimizer=args.optimizer, lr=args.lr)
+    latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
     rows = []
     t0 = time.perf_counter()
     for i, f in enumerate(files):
@@ -80,7 +85,7 @@ def main(argv=None) -> None:
         outs = {"input": noisy}
         for m in methods:
             res = (M.ascend_pixels(noisy, prior, settings) if m == "pixel"
-                   else M.ascend(dens[m], noisy, prior, settings))
+                   else M.ascend(dens[m], noisy, prior, latent_settings))
             outs[m] = res.image
         row = {"image": f.name}
         with torch.no_grad():

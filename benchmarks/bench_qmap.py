@@ -3,6 +3,7 @@
     python -m benchmarks.bench_qmap [--limit N] [--crop 192] [--priors cnniqa-builtin,piqe,brisque] [--map-only]
     python -m benchmarks.bench_qmap --start 34 --limit 34 --out b.json ...   # a shard, for parallel runs
     python -m benchmarks.bench_qmap --merge a.json b.json --out all.json     # the shards' rows, one summary
+    python -m benchmarks.bench_qmap --normalise damaged --uniform-from a.json b.json ...  # adaptive runs only
 
 Each CBSD68 dev photo (centre crop) gets one seeded random rectangle of a quarter
 of its area degraded by blur, noise or JPEG (the kind and strength seeded too).
@@ -76,6 +77,9 @@ def main(argv=None) -> None:
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
     ap.add_argument("--normalise", default="worst,mean", help="adaptive weight normalisation(s), comma-separated: "
                     "mean (same total fidelity as uniform) and/or worst (worst region keeps the uniform weight)")
+    ap.add_argument("--uniform-from", nargs="+", metavar="JSON", help="take the input and uniform rows from these "
+                    "result files of a run with the same ascent settings (the uniform run is deterministic) and run "
+                    "only the adaptive variants: half the time")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "qmap.json"))
     args = ap.parse_args(argv)
@@ -101,6 +105,7 @@ def main(argv=None) -> None:
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, lr=args.lr,
                              optimizer=args.optimizer,
                              fidelity_weight=args.fidelity_weight)
+    reuse = {} if den is None or not args.uniform_from else uniform_rows(args.uniform_from, vars(args))
     rows, t0 = [], time.perf_counter()
     for i, f in enumerate(files, start=args.start):
         clean = centre_crop(load_image(f), args.crop)
@@ -113,7 +118,10 @@ def main(argv=None) -> None:
             row["auc"][name] = roc_auc(qmaps[name].badness.numpy(), mask.numpy())
             row.setdefault("map_seconds", {})[name] = time.perf_counter() - t
         if den is not None:
-            runs = {"input": None, "uniform": M.ascend(den, img, prior, settings)}
+            if i in reuse and reuse[i]["image"] != f.name:
+                sys.exit(f"bench_qmap --uniform-from: row {i} is {reuse[i]['image']}, not {f.name}")
+            runs = {} if i in reuse else {"input": None, "uniform": M.ascend(den, img, prior, settings)}
+            row.update({k: reuse[i][k] for k in ("input", "uniform")} if i in reuse else {})
             for norm in norms:
                 weight = qmaps[args.map_prior].weight_map(args.floor, normalise=norm)
                 runs[adaptive_name(norm)] = M.ascend(den, img, prior, settings, weight_map=weight)
@@ -137,10 +145,26 @@ def main(argv=None) -> None:
     report(summary)
 
 
+UNIFORM_SETTINGS = ("crop", "prior", "steps", "strength", "iterations", "optimizer", "lr", "fidelity_weight")
+
+
+def uniform_rows(paths: list, settings: dict) -> dict:
+    """Index -> row of earlier runs whose uniform ascent had these settings."""
+    out = {}
+    for p in paths:
+        part = json.loads(Path(p).read_text())
+        theirs = part["summary"]["settings"]
+        diff = [k for k in UNIFORM_SETTINGS if theirs.get(k) != settings.get(k)]
+        if diff:
+            sys.exit(f"bench_qmap --uniform-from: {p} was run with different {', '.join(diff)}")
+        out.update({r["index"]: r for r in part["rows"] if "uniform" in r})
+    return out
+
+
 def merge(paths: list, out: str) -> None:
     """One summary over the rows of several shards run with the same settings."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    keep = ("limit", "start", "out", "threads", "merge")
+    keep = ("limit", "start", "out", "threads", "merge", "uniform_from")
     settings = [{k: v for k, v in p["summary"]["settings"].items() if k not in keep} for p in parts]
     if any(st != settings[0] for st in settings):
         sys.exit("bench_qmap --merge: the files were run with different settings; merge shards of one run only")

@@ -59,7 +59,7 @@ class MapSettings:
             from .qmap import WEIGHT_NORMALISATIONS
             if self.adaptive_normalise not in WEIGHT_NORMALISATIONS:
                 raise ValueError(f"adaptive_normalise must be one of {', '.join(WEIGHT_NORMALISATIONS)}")
-            if not 0 <= self.adaptive_floor <= 1 or (self.adaptive_normalise == "worst" and self.adaptive_floor == 0):
+            if not 0 <= self.adaptive_floor <= 1 or (self.adaptive_normalise != "mean" and self.adaptive_floor == 0):
                 raise ValueError("adaptive_floor (the worst region's fidelity weight relative to the best) must be in "
                                  "(0, 1], or [0, 1] with adaptive_normalise='mean'")
 

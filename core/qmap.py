@@ -18,7 +18,7 @@ from .map import comparable_score
 NORMALISE = ("minmax", "absolute")
 
 
-WEIGHT_NORMALISATIONS = ("mean", "worst")
+WEIGHT_NORMALISATIONS = ("mean", "worst", "damaged")
 
 
 @dataclass
@@ -37,15 +37,46 @@ class QualityMap:
         regions are held up to ``1 / floor`` times tighter, so the prior works where the
         quality is low and good regions stay as they are (AdaQual-Diff's "keep the good
         regions"); the prior gains less than under "mean".
+        ``normalise="damaged"``: like "worst", but every pixel the map classes as damaged
+        (badness at or above the map's Otsu threshold) keeps the uniform weight, not only
+        the single worst window; under "worst" most of a damaged region sits a little
+        below the maximum badness and is held up to a few times tighter than uniform,
+        which holds back the very changes the map asked for. Good pixels are held
+        tighter in proportion to how far below the threshold they are, up to ``1 / floor``.
         """
         if normalise not in WEIGHT_NORMALISATIONS:
             raise ValueError(f"unknown normalise '{normalise}'; choose from {', '.join(WEIGHT_NORMALISATIONS)}")
-        if normalise == "worst" and floor <= 0:
-            raise ValueError("normalise='worst' needs floor > 0 (the best region is held 1/floor times tighter)")
+        if normalise in ("worst", "damaged") and floor <= 0:
+            raise ValueError(f"normalise='{normalise}' needs floor > 0 (the best region is held 1/floor times tighter)")
+        if normalise == "damaged":
+            t = otsu_threshold(self.badness)
+            good = ((t - self.badness) / t.clamp_min(1e-6)).clamp(0, 1)  # 0 on the damaged class, 1 at badness 0
+            return 1.0 + (1.0 / floor - 1.0) * good
         w = floor + (1.0 - floor) * (1.0 - self.badness)
         if normalise == "worst":
             return w / w.amin(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each image of ``x`` ([B,1,H,W] in [0, 1]): the split of the values into two
+    classes with the largest between-class variance. Returns [B,1,1,1]; 0 for a constant map."""
+    out = []
+    for v in x.flatten(1).float():
+        hist = torch.histc(v.clamp(0, 1), bins=bins, min=0.0, max=1.0)
+        p = hist / hist.sum().clamp_min(1)
+        centres = (torch.arange(bins, dtype=p.dtype) + 0.5) / bins
+        w0 = p.cumsum(0)                      # weight of the class at or below each bin
+        m0 = (p * centres).cumsum(0)          # its first moment
+        between = (m0[-1] * w0 - m0) ** 2 / (w0 * (1 - w0)).clamp_min(1e-12)
+        between[(w0 <= 0) | (w0 >= 1 - 1e-9)] = -1  # a split must leave both classes non-empty
+        best = between.max()
+        if best <= 0:
+            out.append(0.0)
+            continue
+        ties = (between >= best * (1 - 1e-6)).nonzero().flatten()  # an empty gap between the classes: its middle
+        out.append(float((ties[0] + ties[-1] + 2) / (2 * bins)))  # upper edge of the lower class
+    return torch.tensor(out, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
 
 
 def _positions(size: int, window: int, stride: int) -> list:

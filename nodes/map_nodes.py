@@ -168,11 +168,13 @@ class LatentMAPAscent:
                                        "cnniqa-builtin draws the most accurate maps (README benchmark)."}),
                 "adaptive_floor": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "Adaptive fidelity: weight of the worst region relative to the best "
-                                   "(> 0 with adaptive_normalise 'worst')."}),
-                "adaptive_normalise": (["worst", "mean"], {"default": "worst", "tooltip":
+                                   "(> 0 with adaptive_normalise 'worst' or 'damaged')."}),
+                "adaptive_normalise": (["worst", "damaged", "mean"], {"default": "worst", "tooltip":
                                        "Adaptive fidelity: 'worst' keeps fidelity_weight in the worst region and "
                                        "holds better ones up to 1/floor times tighter (good regions stay as they "
-                                       "are); 'mean' moves the same total fidelity from damaged to good regions "
+                                       "are); 'damaged' keeps fidelity_weight on every pixel the map classes as "
+                                       "damaged (Otsu split), so the whole damaged region is as free as without "
+                                       "the map; 'mean' moves the same total fidelity from damaged to good regions "
                                        "(more prior gain, damaged regions drift more)."}),
             },
         }

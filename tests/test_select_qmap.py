@@ -14,7 +14,7 @@ from iqa_map.core import select as S
 from iqa_map.core.map import comparable_score
 from iqa_map.core.priors.base import Prior
 from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
-from iqa_map.core.qmap import heatmap, quality_map, roc_auc
+from iqa_map.core.qmap import heatmap, otsu_threshold, quality_map, roc_auc
 
 
 def _photo(crop=96):
@@ -132,6 +132,25 @@ def test_roc_auc_matches_pairwise_definition():
     assert roc_auc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
 
 
+def test_otsu_threshold_splits_two_classes():
+    gen = torch.Generator().manual_seed(0)
+    low = 0.1 + 0.05 * torch.randn(3000, generator=gen)
+    high = 0.7 + 0.05 * torch.randn(1000, generator=gen)
+    x = torch.cat([low, high]).clamp(0, 1).view(1, 1, 40, 100)
+    t = float(otsu_threshold(x))
+    assert 0.25 < t < 0.55  # in the gap between the classes
+    # Between-class variance is maximal at t: no other split of these values separates them better.
+
+    def between(th):
+        a, b = x[x < th], x[x >= th]
+        return len(a) * len(b) * float(a.mean() - b.mean()) ** 2 if len(a) and len(b) else 0.0
+    assert all(between(t) >= between(th) * (1 - 1e-6) for th in torch.linspace(0.05, 0.95, 19).tolist())
+    # Two clean classes with an empty gap: the middle of the gap, not its edge.
+    gap = torch.cat([torch.full((300,), 0.1), torch.full((100,), 0.9)]).view(1, 1, 20, 20)
+    assert float(otsu_threshold(gap)) == pytest.approx(0.5, abs=0.01)
+    assert float(otsu_threshold(torch.zeros(1, 1, 8, 8))) == 0.0  # a constant map has no split
+
+
 def test_quality_map_finds_a_damaged_region(piqe):
     clean = _photo(128)
     mask = torch.zeros(1, 1, 128, 128)
@@ -151,6 +170,13 @@ def test_quality_map_finds_a_damaged_region(piqe):
     assert torch.allclose(worst / worst.mean(), w, atol=1e-5)
     with pytest.raises(ValueError, match="floor > 0"):
         qm.weight_map(floor=0.0, normalise="worst")
+    # 'damaged': the whole region the map classes as damaged keeps the uniform weight, not just its worst window.
+    damaged = qm.weight_map(floor=0.2, normalise="damaged")
+    bad = mask.expand_as(damaged).bool()
+    assert float(damaged.min()) == pytest.approx(1.0) and float(damaged.max()) == pytest.approx(5.0, rel=1e-4)
+    assert float((damaged[bad] - 1).mean()) < 0.5 * float((worst[bad] - 1).mean())
+    assert float((damaged[bad] == 1).float().mean()) > 0.5
+    assert float(damaged[~bad].mean()) > 1.5 * float(damaged[bad].mean())
     with pytest.raises(ValueError, match="unknown normalise"):
         qm.weight_map(normalise="median")
     heat = heatmap(qm, img, alpha=1.0)
@@ -189,7 +215,7 @@ def test_adaptive_fidelity_lets_damaged_regions_change_more():
     kw = dict(steps=2, strength=0.5, iterations=4, optimizer="momentum")  # moves the photo by ~2 levels in 255
     uni = M.ascend(den, img, prior, **kw)
     runs = {norm: M.ascend(den, img, prior, **kw, adaptive_fidelity="piqe", adaptive_window=24, adaptive_stride=4,
-                           adaptive_normalise=norm) for norm in ("mean", "worst")}
+                           adaptive_normalise=norm) for norm in ("mean", "worst", "damaged")}
     assert runs["worst"].report["settings"]["adaptive_fidelity"] == "piqe"
     assert runs["worst"].report["settings"]["adaptive_normalise"] == "worst"
 
