@@ -76,7 +76,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
     ap.add_argument("--normalise", default="worst,mean", help="adaptive weight normalisation(s), comma-separated: "
-                    "mean (same total fidelity as uniform) and/or worst (worst region keeps the uniform weight)")
+                    "mean (same total fidelity as uniform), worst (worst region keeps the uniform weight), "
+                    "damaged (the map's damaged class keeps it)")
     ap.add_argument("--uniform-from", nargs="+", metavar="JSON", help="take the input and uniform rows from these "
                     "result files of a run with the same ascent settings (the uniform run is deterministic) and run "
                     "only the adaptive variants: half the time")
