@@ -324,6 +324,7 @@ def parser() -> argparse.ArgumentParser:
 
     def map_options(p):
         from .core.map import MapSettings
+        from .core.qmap import WEIGHT_NORMALISATIONS
 
         d = MapSettings()
         p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers folder> | <checkpoint>")
@@ -341,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
                        help="weight the fidelity by the input's quality map (good regions held closer, damaged "
                             "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
-        p.add_argument("--adaptive-normalise", choices=["worst", "damaged", "mean"], default=d.adaptive_normalise,
+        p.add_argument("--adaptive-normalise", choices=WEIGHT_NORMALISATIONS, default=d.adaptive_normalise,
                        help="adaptive fidelity: 'worst' keeps lambda in the worst region and holds better ones up to "
                             "1/floor times tighter; 'damaged' keeps lambda on every pixel the map classes as damaged "
                             "(Otsu split) and holds the rest tighter; 'mean' moves the same total fidelity from "

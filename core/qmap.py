@@ -18,7 +18,7 @@ from .map import comparable_score
 NORMALISE = ("minmax", "absolute")
 
 
-WEIGHT_NORMALISATIONS = ("mean", "worst", "damaged")
+WEIGHT_NORMALISATIONS = ("worst", "damaged", "mean")
 
 
 @dataclass
