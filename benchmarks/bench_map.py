@@ -1,6 +1,8 @@
 """Does latent MAP beat pixel-space ascent? The issue-5 quality benchmark.
 
     python -m benchmarks.bench_map [--limit N] [--crop 128] [--methods pixel,builtin,bfcnn]
+    python -m benchmarks.bench_map --start 34 --limit 34 --out b.json ...   # a shard, for parallel runs
+    python -m benchmarks.bench_map --merge a.json b.json --out all.json     # the shards' rows, one summary
 
 Each CBSD68 dev photo (centre crop) gets a seeded mix of blur, noise and JPEG.
 Methods, all with the same prior, fidelity and iteration budget:
@@ -39,7 +41,11 @@ def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=None, help="first N dev images (default all 68)")
+    ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
+    ap.add_argument("--start", type=int, default=0, help="index of the first dev image (a shard; the degradation "
+                    "is seeded by the global index, so shards reproduce the full run)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="summarise the rows of these result files "
+                    "(shards of one setting) instead of running")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--methods", default="pixel,builtin,bfcnn")
     ap.add_argument("--prior", default="builtin")
@@ -52,9 +58,23 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="learning rate of every method (default: the optimiser's)")
     ap.add_argument("--latent-lr", type=float, default=None,
                     help="learning rate of the latent methods only (default: --lr), to compare at matched change")
+    ap.add_argument("--curve", action="store_true",
+                    help="also score the held-out metrics at every iteration (as never-firing monitors) and report "
+                         "the win shares against pixel ascent per iteration budget: does pixel ascent start to hack?")
+    ap.add_argument("--figure", default=None, metavar="PNG",
+                    help="with --curve: plot each held-out judge's mean score against the iteration, per method")
+    ap.add_argument("--save-images", default=None, metavar="DIR",
+                    help="write one labelled sheet per photo (clean, input, each method) to DIR")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"))
     args = ap.parse_args(argv)
+    if args.figure and not (args.curve or args.merge):
+        ap.error("--figure plots the per-iteration curves: add --curve")
+    if args.merge:
+        from benchmarks.common import load_shards
+
+        rows, settings, seconds = load_shards(args.merge, "bench_map")
+        return finish(summarise(rows, settings, seconds), rows, args.out, args.figure)
     torch.set_num_threads(args.threads)
 
     from benchmarks.common import centre_crop, dev_files
@@ -64,7 +84,8 @@ def main(argv=None) -> None:
     from iqa_map.core.models import from_denoiser, load_builtin
     from iqa_map.core.models.archs import load_bfcnn
 
-    files = dev_files(args.limit)
+    files = dev_files()[args.start:]
+    files = files[:args.limit] if args.limit is not None else files
     prior = priors.load(args.prior)
     cnniqa_path = DATA / "weights" / "cnniqa_live_gray.safetensors"
     held = [priors.load(f"cnniqa:{cnniqa_path}") if n == "cnniqa" else priors.load(n)
@@ -76,37 +97,65 @@ def main(argv=None) -> None:
     dens = {m: models[m]() for m in methods if m in models}
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
                              optimizer=args.optimizer, lr=args.lr)
+    if args.curve:  # monitors that only record: the guard never fires and never stops a run
+        settings = dataclasses.replace(settings, on_hack="warn", hack_margin=float("inf"))
+    monitors = held if args.curve else ()
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
     rows = []
     t0 = time.perf_counter()
-    for i, f in enumerate(files):
+    for i, f in enumerate(files, start=args.start):
         clean = centre_crop(load_image(f), args.crop)
         noisy = degrade(clean, seed=i)
-        outs = {"input": noisy}
+        outs, curves, best_it, prior_curve = {"input": noisy}, {}, {}, {}
         for m in methods:
-            res = (M.ascend_pixels(noisy, prior, settings) if m == "pixel"
-                   else M.ascend(dens[m], noisy, prior, latent_settings))
+            res = (M.ascend_pixels(noisy, prior, settings, monitors=monitors) if m == "pixel"
+                   else M.ascend(dens[m], noisy, prior, latent_settings, monitors=monitors))
             outs[m] = res.image
-        row = {"image": f.name}
+            curves[m] = [e["monitors"] for e in res.report["history"] if "monitors" in e]
+            prior_curve[m] = [e["score"] for e in res.report["history"]]
+            best_it[m] = res.report["best_iteration"]
+        row = {"index": i, "image": f.name, "prior": prior.name, "best_iteration": best_it,
+               "lower_better": {h_.name.split(":")[0]: h_.lower_better for h_ in held}}
         with torch.no_grad():
             for name, img in outs.items():
                 row[name] = {"prior": float(prior.native(img)[0]),
                              **{h_.name.split(":")[0]: float(h_.native(img)[0]) for h_ in held},
                              "psnr": M.psnr(img, clean), "ssim": M.ssim(img, clean)}
+        if args.curve:
+            row["curves"], row["prior_curve"] = curves, prior_curve
+        if args.save_images:
+            save_sheet(Path(args.save_images) / f"{f.stem}.png", {"clean": clean, **outs}, row)
         rows.append(row)
-        print(f"[{i + 1}/{len(files)}] {f.name} " + " ".join(
-            f"{k}: psnr {v['psnr']:.2f}" for k, v in row.items() if k != "image"), file=sys.stderr, flush=True)
+        print(f"[{i + 1 - args.start}/{len(files)}] {f.name} " + " ".join(
+            f"{k}: psnr {row[k]['psnr']:.2f}" for k in outs), file=sys.stderr, flush=True)
+    finish(summarise(rows, vars(args), time.perf_counter() - t0), rows, args.out, args.figure)
 
-    held_names = [h_.name.split(":")[0] for h_ in held]
-    lower = {h_.name.split(":")[0]: h_.lower_better for h_ in held}
+
+def save_sheet(path: Path, images: dict, row: dict) -> None:
+    """Clean, input and each method side by side (2x, nearest), captioned with PSNR and the first held-out judge."""
+    from iqa_map.sheets import contact_sheet
+
+    judge = next(iter(row["lower_better"]))
+    labels = [name if name == "clean" else f"{name}\n{row[name]['psnr']:.2f} dB, {judge} {row[name][judge]:.1f}"
+              for name in images]
+    tiles = [torch.nn.functional.interpolate(t, scale_factor=2, mode="nearest") for t in images.values()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(tiles, labels).save(path)
+
+
+def summarise(rows: list, settings: dict, seconds: float) -> dict:
+    """Mean scores per method, win shares against pixel ascent and the input, and (with --curve) per budget."""
+    lower = rows[0]["lower_better"]
+    held_names = list(lower)
+    methods = [m for m in rows[0] if isinstance(rows[0][m], dict) and "psnr" in rows[0][m] and m not in ("input", "clean")]
 
     def better(a, b, key):  # is a better than b on key
         if key in ("psnr", "ssim"):
             return a[key] > b[key]
         return a[key] < b[key] if lower[key] else a[key] > b[key]
 
-    summary = {"images": len(rows), "crop": args.crop, "settings": vars(args), "seconds": time.perf_counter() - t0,
-               "mean": {}, "wins": {}}
+    summary = {"images": len(rows), "prior": rows[0]["prior"], "held_out": held_names, "settings": settings,
+               "seconds": seconds, "mean": {}, "wins": {}}
     for name in ["input", *methods]:
         summary["mean"][name] = {k: float(np.mean([r[name][k] for r in rows]))
                                  for k in ["prior", *held_names, "psnr", "ssim"]}
@@ -116,10 +165,59 @@ def main(argv=None) -> None:
                                                    for k in [*held_names, "psnr"]}
         summary["wins"][f"{m} improves on input"] = {k: float(np.mean([better(r[m], r["input"], k) for r in rows]))
                                                      for k in [*held_names, "psnr"]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    if "curves" in rows[0] and "pixel" in methods:
+        # Monitor scores are comparable (calibrated or oriented): higher is better for every judge.
+        summary["curve"] = {}
+        n_it = min(len(r["curves"][m]) for r in rows for m in methods)  # a run may stop early (NaN guard)
+        for m in [x for x in methods if x != "pixel"]:
+            summary["curve"][f"{m} beats pixel"] = [
+                {h: float(np.mean([r["curves"][m][it][h] > r["curves"]["pixel"][it][h] for r in rows]))
+                 for h in rows[0]["curves"][m][0]} for it in range(n_it)]
+        summary["mean_curve"] = {
+            m: {h: np.mean([[e[h] for e in r["curves"][m][:n_it]] for r in rows], axis=0).tolist()
+                for h in rows[0]["curves"][m][0]} for m in methods}
+        if "prior_curve" in rows[0]:  # the optimised prior's own (comparable) score, for the figure
+            for m in methods:
+                summary["mean_curve"][m] = {f"{rows[0]['prior']} (optimised)": np.mean(
+                    [r["prior_curve"][m][:n_it] for r in rows], axis=0).tolist(), **summary["mean_curve"][m]}
+    if "best_iteration" in rows[0]:
+        summary["mean_best_iteration"] = {m: float(np.mean([r["best_iteration"][m] for r in rows])) for m in methods}
+    return summary
+
+
+def plot_curves(summary: dict, path: str) -> None:
+    """One panel per held-out judge: mean comparable score (higher = better) against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = summary["mean_curve"]
+    judges = list(next(iter(curves.values())))
+    fig, axes = plt.subplots(1, len(judges), figsize=(4 * len(judges), 3.2), squeeze=False)
+    for ax, h in zip(axes[0], judges):
+        for m, per in curves.items():
+            ax.plot(per[h], label="pixel ascent" if m == "pixel" else f"latent MAP ({m})")
+        ax.set_title(h if "(optimised)" in h else f"{h.split(':')[0]} (held out)")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean score (calibrated, higher = better)")
+    axes[0][0].legend()
+    st = summary["settings"]
+    fig.suptitle(f"{summary['images']} photos, {summary['prior']} optimised, {st['steps']} steps / strength "
+                 f"{st['strength']} / {st['optimizer']}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def finish(summary: dict, rows: list, out: str, figure: str | None = None) -> None:
+    """Write the JSON, print the markdown tables, plot the curves if asked."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    held_names = summary["held_out"]
     cols = ["prior", *held_names, "psnr", "ssim"]
-    print(f"| method | {prior.name} (native) | " + " | ".join(f"{h} (held out)" for h in held_names)
+    print(f"| method | {summary['prior']} (native) | " + " | ".join(f"{h} (held out)" for h in held_names)
           + " | PSNR vs clean | SSIM vs clean |")
     print("|---" * (len(cols) + 1) + "|")
     for name, v in summary["mean"].items():
@@ -129,6 +227,14 @@ def main(argv=None) -> None:
     print("|---" * (len(held_names) + 2) + "|")
     for name, v in summary["wins"].items():
         print(f"| {name} | " + " | ".join(f"{100 * v[k]:.0f} %" for k in [*held_names, "psnr"]) + " |")
+    for name, per_it in summary.get("curve", {}).items():
+        print(f"\n{name}, per iteration budget (share of images, held-out judges):")
+        for it, v in enumerate(per_it):
+            print(f"  {it:3d}: " + "  ".join(f"{h.split(':')[0]} {100 * w:.0f} %" for h, w in v.items()))
+    if figure:
+        if "mean_curve" not in summary:
+            sys.exit(f"bench_map --figure: {out} has no per-iteration curves (run with --curve and the pixel method)")
+        plot_curves(summary, figure)
 
 
 if __name__ == "__main__":

@@ -164,16 +164,10 @@ def uniform_rows(paths: list, settings: dict) -> dict:
 
 def merge(paths: list, out: str) -> None:
     """One summary over the rows of several shards run with the same settings."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
-    keep = ("limit", "start", "out", "threads", "merge", "uniform_from")
-    settings = [{k: v for k, v in p["summary"]["settings"].items() if k not in keep} for p in parts]
-    if any(st != settings[0] for st in settings):
-        sys.exit("bench_qmap --merge: the files were run with different settings; merge shards of one run only")
-    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r.get("index", 0))
-    if len({r["image"] for r in rows}) != len(rows):
-        sys.exit("bench_qmap --merge: an image appears in more than one file")
-    summary = summarise(rows, {**parts[0]["summary"]["settings"], "merged": list(map(str, paths))},
-                        sum(p["summary"]["seconds"] for p in parts))
+    from benchmarks.common import load_shards
+
+    rows, settings, seconds = load_shards(paths, "bench_qmap", ignore=("uniform_from",))
+    summary = summarise(rows, settings, seconds)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
     report(summary)
