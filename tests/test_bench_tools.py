@@ -1,0 +1,57 @@
+"""The benchmark shard merger: shards of one run join, anything else is refused."""
+import json
+
+import pytest
+
+from benchmarks.common import load_shards
+
+
+def _shard(path, images, start, **settings):
+    rows = [{"index": start + i, "image": name} for i, name in enumerate(images)]
+    summary = {"settings": {"start": start, "limit": len(images), "out": str(path), "crop": 128, **settings},
+               "seconds": 10.0 * len(images)}
+    path.write_text(json.dumps({"summary": summary, "rows": rows}))
+    return path
+
+
+def test_shards_of_one_run_join_in_index_order(tmp_path):
+    b = _shard(tmp_path / "b.json", ["c.png"], 2)
+    a = _shard(tmp_path / "a.json", ["a.png", "b.png"], 0)
+    rows, settings, seconds = load_shards([b, a], "bench")
+    assert [r["image"] for r in rows] == ["a.png", "b.png", "c.png"]
+    assert seconds == 30.0
+    assert settings["merged"] == [str(b), str(a)]
+
+
+def test_shards_with_different_settings_are_refused(tmp_path):
+    a = _shard(tmp_path / "a.json", ["a.png"], 0)
+    b = _shard(tmp_path / "b.json", ["b.png"], 1, iterations=20)
+    with pytest.raises(SystemExit, match="different settings"):
+        load_shards([a, b], "bench")
+    assert load_shards([a, b], "bench", ignore=("iterations",))[0]
+
+
+def test_an_image_in_two_shards_is_refused(tmp_path):
+    a = _shard(tmp_path / "a.json", ["a.png", "b.png"], 0)
+    b = _shard(tmp_path / "b.json", ["b.png"], 1)
+    with pytest.raises(SystemExit, match="more than one file"):
+        load_shards([a, b], "bench")
+
+
+def test_bench_map_summary_counts_wins_per_judge_and_per_iteration():
+    from benchmarks.bench_map import summarise
+
+    def row(i, pix, lat, curve_pix, curve_lat):
+        scores = lambda judge, psnr: {"prior": 0.0, "piqe": judge, "psnr": psnr, "ssim": 0.5}  # noqa: E731
+        return {"index": i, "image": f"{i}.png", "prior": "p", "lower_better": {"piqe": True},
+                "input": scores(50.0, 25.0), "pixel": scores(*pix), "builtin": scores(*lat),
+                "curves": {"pixel": [{"piqe": v} for v in curve_pix], "builtin": [{"piqe": v} for v in curve_lat]}}
+
+    # PIQE is lower-better natively; the curves hold comparable scores (higher better).
+    rows = [row(0, (30.0, 24.0), (20.0, 24.5), [50, 80, 40], [50, 60, 70]),
+            row(1, (10.0, 24.0), (20.0, 23.0), [50, 90, 30], [50, 95, 20])]
+    s = summarise(rows, {}, 1.0)
+    assert s["wins"]["builtin beats pixel"] == {"piqe": 0.5, "psnr": 0.5}
+    assert s["wins"]["builtin improves on input"] == {"piqe": 1.0, "psnr": 0.0}
+    assert [c["piqe"] for c in s["curve"]["builtin beats pixel"]] == [0.0, 0.5, 0.5]
+    assert s["mean_curve"]["pixel"]["piqe"] == [50, 85, 35]
