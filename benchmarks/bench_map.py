@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     if args.merge:
         from benchmarks.common import load_shards
 
-        rows, settings, seconds = load_shards(args.merge, "bench_map")
+        rows, settings, seconds = load_shards(args.merge, "bench_map", ignore=("figure", "save_images"))
         return finish(summarise(rows, settings, seconds), rows, args.out, args.figure)
     torch.set_num_threads(args.threads)
 
