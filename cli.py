@@ -138,6 +138,7 @@ def _settings_from(args, fidelity=None):
         steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
         lr=args.lr, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
+        hack_margin=getattr(args, "hack_margin", 10.0), hack_reference=getattr(args, "hack_reference", "start"),
         adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
         adaptive_normalise=getattr(args, "adaptive_normalise", "worst"),
         adaptive_floor=getattr(args, "adaptive_floor", 0.1))
@@ -364,6 +365,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--monitor", action="append", default=[], metavar="NAME",
                    help="held-out prior for the hack guard (scored, never optimised)")
     e.add_argument("--on-hack", default="stop", choices=["stop", "warn"])
+    e.add_argument("--hack-margin", type=float, default=10.0,
+                   help="monitor drop (calibrated points) that counts as hacking (default %(default)s)")
+    e.add_argument("--hack-reference", default="start", choices=["start", "peak"],
+                   help="measure the drop from the monitor's score on the input (start) or its best so far (peak)")
     map_options(e)
     e.add_argument("--report", default=None, help="write the JSON report here")
     e.add_argument("--force", action="store_true", help="redo images whose output already exists")

@@ -61,6 +61,11 @@ def main(argv=None) -> None:
     ap.add_argument("--curve", action="store_true",
                     help="also score the held-out metrics at every iteration (as never-firing monitors) and report "
                          "the win shares against pixel ascent per iteration budget: does pixel ascent start to hack?")
+    ap.add_argument("--monitor", default=None, metavar="NAMES",
+                    help="hack-guard monitors for every method (comma-separated; stop mode): a guarded comparison. "
+                         "Keep them out of --held-out")
+    ap.add_argument("--hack-reference", default="start", choices=["start", "peak"])
+    ap.add_argument("--hack-margin", type=float, default=10.0)
     ap.add_argument("--figure", default=None, metavar="PNG",
                     help="with --curve: plot each held-out judge's mean score against the iteration, per method")
     ap.add_argument("--save-images", default=None, metavar="DIR",
@@ -70,6 +75,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.figure and not (args.curve or args.merge):
         ap.error("--figure plots the per-iteration curves: add --curve")
+    if args.monitor and args.curve:
+        ap.error("--curve records the held-out judges as never-firing monitors; it cannot run with --monitor")
+    if args.monitor and set(args.monitor.split(",")) & set(args.held_out.split(",")):
+        ap.error("a --monitor steers the run (it stops it), so it cannot also be a --held-out judge")
     if args.merge:
         from benchmarks.common import load_shards
 
@@ -100,6 +109,9 @@ def main(argv=None) -> None:
     if args.curve:  # monitors that only record: the guard never fires and never stops a run
         settings = dataclasses.replace(settings, on_hack="warn", hack_margin=float("inf"))
     monitors = held if args.curve else ()
+    if args.monitor:
+        settings = dataclasses.replace(settings, hack_reference=args.hack_reference, hack_margin=args.hack_margin)
+        monitors = [priors.load(n) for n in args.monitor.split(",")]
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
     rows = []
     t0 = time.perf_counter()

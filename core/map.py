@@ -40,6 +40,7 @@ class MapSettings:
     patience: Optional[int] = None  # stop after this many iterations without improvement
     hack_margin: float = 10.0       # hack guard: monitor drop (calibrated points) that counts as hacking
     on_hack: str = "stop"           # "stop" or "warn"
+    hack_reference: str = "start"   # a monitor's drop is measured from "start" (the input) or its "peak" so far
     adaptive_fidelity: Optional[str] = None  # prior whose quality map weights the fidelity ("prior" = the optimised one)
     adaptive_floor: float = 0.1     # fidelity weight of the worst region relative to the best
     adaptive_normalise: str = "worst"  # "worst": damaged regions keep lambda, good ones held tighter; "mean": same total
@@ -53,6 +54,8 @@ class MapSettings:
             raise ValueError("iterations must be >= 0")
         if self.on_hack not in ("stop", "warn"):
             raise ValueError("on_hack must be 'stop' or 'warn'")
+        if self.hack_reference not in ("start", "peak"):
+            raise ValueError("hack_reference must be 'start' or 'peak'")
         if self.fidelity_weight is not None and self.fidelity_weight < 0:
             raise ValueError("fidelity_weight must be >= 0")
         if self.adaptive_fidelity:
@@ -401,14 +404,20 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         history.append(entry)
         stop, hacked = None, False
         if monitors:
+            # Each monitor's reference: (its score, the prior's score then). "peak" moves it up with the monitor,
+            # so a judge that first rises and then falls (the usual shape of hacking) stops the run near its best.
             if base_monitors is None:
-                base_monitors, base_score = entry["monitors"], entry["score"]
-            fell = {k: base_monitors[k] - v for k, v in entry["monitors"].items()
-                    if base_monitors[k] - v > s.hack_margin}
-            if fell and entry["score"] > base_score:
+                base_monitors = {k: (v, entry["score"]) for k, v in entry["monitors"].items()}
+            elif s.hack_reference == "peak":
+                base_monitors = {k: (v, entry["score"]) if v > base_monitors[k][0] else base_monitors[k]
+                                 for k, v in entry["monitors"].items()}
+            fell = {k: base_monitors[k][0] - v for k, v in entry["monitors"].items()
+                    if base_monitors[k][0] - v > s.hack_margin and entry["score"] > base_monitors[k][1]}
+            if fell:
                 hacked = True
+                ref_word = "its peak" if s.hack_reference == "peak" else "the start"
                 msg = (f"iteration {it}: hack guard: '{prior.name}' rose while monitor(s) "
-                       + ", ".join(f"'{k}' fell by {v:.1f}" for k, v in fell.items()))
+                       + ", ".join(f"'{k}' fell by {v:.1f}" for k, v in fell.items()) + f" from {ref_word}")
                 events.append(msg)
                 entry["event"] = msg
                 stop = "hack guard" if s.on_hack == "stop" else None

@@ -176,13 +176,17 @@ class LatentMAPAscent:
                                        "damaged (Otsu split), so the whole damaged region is as free as without "
                                        "the map; 'mean' moves the same total fidelity from damaged to good regions "
                                        "(more prior gain, damaged regions drift more)."}),
+                # New widgets go last: saved graphs list widget values by position.
+                "hack_reference": (["start", "peak"], {"default": "start", "tooltip": "Measure the monitor's drop "
+                                   "from its score on the photo (start) or from its best score so far (peak: "
+                                   "catches a judge that first rises, then falls as the prior is fooled)."}),
             },
         }
 
     def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
                learning_rate=0.0, optimizer="momentum", seed=0, mask=None, monitor=None, hack_margin=10.0,
                on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1,
-               adaptive_normalise="worst"):
+               adaptive_normalise="worst", hack_reference="start"):
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")
@@ -193,7 +197,8 @@ class LatentMAPAscent:
                              "and Latent MAP Ascent")
         settings = M.MapSettings(iterations=iterations, optimizer=optimizer, lr=learning_rate or None,
                                  fidelity=fidelity, fidelity_weight=None if fidelity_weight < 0 else fidelity_weight,
-                                 seed=seed, hack_margin=hack_margin, on_hack=on_hack, patience=patience or None,
+                                 seed=seed, hack_margin=hack_margin, on_hack=on_hack, hack_reference=hack_reference,
+                                 patience=patience or None,
                                  perturb=perturb, adaptive_floor=adaptive_floor, adaptive_normalise=adaptive_normalise,
                                  adaptive_fidelity=None if adaptive_fidelity == "off" else adaptive_fidelity)
         monitors = [monitor] if monitor is not None else []

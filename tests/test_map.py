@@ -94,6 +94,38 @@ def test_hack_guard_fires_and_keeps_pre_hack_iterate():
     assert len(warn.report["history"]) == 9 and any("hack guard" in e for e in warn.report["events"])
 
 
+class NearBrightness(Prior):
+    """Toy monitor that peaks at one brightness: it rises, then falls as the ascent overshoots."""
+
+    name = "near"
+
+    def __init__(self, level):
+        super().__init__()
+        self.level = level
+
+    def _native(self, img):
+        return 100 - 1000 * (img.mean(dim=(1, 2, 3)) - self.level).abs()
+
+
+def test_peak_referenced_hack_guard_catches_a_judge_that_rises_then_falls():
+    x = _img()
+    monitor = NearBrightness(float(x.mean()) + 0.03)  # 70 at the start, 100 at +0.03
+    run = dict(iterations=6, fidelity="mse", fidelity_weight=1.0, lr=0.01, optimizer="adam",
+               monitors=[monitor], hack_margin=10.0)
+    start = M.ascend_pixels(x, Brightness(), **run).report
+    peak = M.ascend_pixels(x, Brightness(), **run, hack_reference="peak").report
+    # The run overshoots the monitor's peak, but never falls 10 points below where the monitor started ...
+    near = [e["monitors"]["near"] for e in start["history"]]
+    assert max(near) > near[0] + 10 and near[-1] < max(near) - 10 and min(near) >= near[0] - 10
+    assert not any("hack guard" in e for e in start["events"]) and len(start["history"]) == 7
+    # ... so only the peak reference stops it, and keeps an iterate from before the fall.
+    stopped = next(e for e in peak["history"] if "hack guard" in e.get("event", ""))
+    assert "from its peak" in stopped["event"]
+    assert peak["best_iteration"] < stopped["iteration"] < 6
+    kept = peak["history"][peak["best_iteration"]]["monitors"]["near"]
+    assert kept > max(near) - 10
+
+
 def test_nan_guard_reverts_and_says_so():
     res = M.ascend(_pixel_model(), _img(), FlakyBrightness(), **FAST)
     r = res.report
@@ -158,6 +190,8 @@ def test_bad_input_is_rejected_clearly():
         M.ascend(_pixel_model(), _img(), Brightness(), fidelity="l7")
     with pytest.raises(ValueError, match="optimiser"):
         M.ascend(_pixel_model(), _img(), Brightness(), optimizer="lbfgs", iterations=1)
+    with pytest.raises(ValueError, match="hack_reference"):
+        M.ascend(_pixel_model(), _img(), Brightness(), hack_reference="end")
 
 
 @pytest.mark.slow

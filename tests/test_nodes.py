@@ -56,7 +56,7 @@ def cpu_graph():
         latent = {"samples": vae.encode(image)}
         inv, = N["IQAMAP_DDIMInvert"]().invert(model, latent, "edict", 3, 0.35)
         out, history = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=3, monitor=monitor,
-                                                              on_hack="warn")
+                                                              on_hack="warn", hack_reference="peak")
         decoded, = N["IQAMAP_Decode"]().decode(out, vae)
         scored = N["IQAMAP_IQAScore"]().score(decoded, prior)
     return SimpleNamespace(image=image, model=model, vae=vae, prior=prior, monitor=monitor, latent=latent, inv=inv,
@@ -73,6 +73,7 @@ def test_cpu_graph_enhances(cpu_graph):
         assert field in r
     assert r["inversion_error"] < 1e-4  # EDICT is exact
     assert len(r["history"]) == 4 and "monitors" in r["history"][0]
+    assert r["settings"]["hack_reference"] == "peak"
     best = max(h["objective"] for h in r["history"])
     assert best > r["history"][0]["objective"]
     assert r["output_scores"]["hybrid-builtin"] > r["input_scores"]["hybrid-builtin"]
