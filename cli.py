@@ -322,9 +322,9 @@ def parser() -> argparse.ArgumentParser:
                                  "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
+    from .core.map import HACK_REFERENCES, MapSettings
 
     def map_options(p):
-        from .core.map import MapSettings
         from .core.qmap import WEIGHT_NORMALISATIONS
 
         d = MapSettings()
@@ -365,9 +365,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--monitor", action="append", default=[], metavar="NAME",
                    help="held-out prior for the hack guard (scored, never optimised)")
     e.add_argument("--on-hack", default="stop", choices=["stop", "warn"])
-    e.add_argument("--hack-margin", type=float, default=10.0,
+    e.add_argument("--hack-margin", type=float, default=MapSettings.hack_margin,
                    help="monitor drop (calibrated points) that counts as hacking (default %(default)s)")
-    e.add_argument("--hack-reference", default="start", choices=["start", "peak"],
+    e.add_argument("--hack-reference", default=HACK_REFERENCES[0], choices=HACK_REFERENCES,
                    help="measure the drop from the monitor's score on the input (start) or its best so far (peak)")
     map_options(e)
     e.add_argument("--report", default=None, help="write the JSON report here")

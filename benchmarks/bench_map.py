@@ -40,6 +40,8 @@ def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def main(argv=None) -> None:
+    from iqa_map.core.map import HACK_REFERENCES, MapSettings
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
     ap.add_argument("--start", type=int, default=0, help="index of the first dev image (a shard; the degradation "
@@ -64,8 +66,8 @@ def main(argv=None) -> None:
     ap.add_argument("--monitor", default=None, metavar="NAMES",
                     help="hack-guard monitors for every method (comma-separated; stop mode): a guarded comparison. "
                          "Keep them out of --held-out")
-    ap.add_argument("--hack-reference", default="start", choices=["start", "peak"])
-    ap.add_argument("--hack-margin", type=float, default=10.0)
+    ap.add_argument("--hack-reference", default=HACK_REFERENCES[0], choices=HACK_REFERENCES)
+    ap.add_argument("--hack-margin", type=float, default=MapSettings.hack_margin)
     ap.add_argument("--figure", default=None, metavar="PNG",
                     help="with --curve: plot each held-out judge's mean score against the iteration, per method")
     ap.add_argument("--save-images", default=None, metavar="DIR",
@@ -159,7 +161,7 @@ def summarise(rows: list, settings: dict, seconds: float) -> dict:
     """Mean scores per method, win shares against pixel ascent and the input, and (with --curve) per budget."""
     lower = rows[0]["lower_better"]
     held_names = list(lower)
-    methods = [m for m in rows[0] if isinstance(rows[0][m], dict) and "psnr" in rows[0][m] and m not in ("input", "clean")]
+    methods = [m for m in rows[0] if isinstance(rows[0][m], dict) and "psnr" in rows[0][m] and m != "input"]
 
     def better(a, b, key):  # is a better than b on key
         if key in ("psnr", "ssim"):

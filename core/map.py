@@ -24,6 +24,9 @@ from .objective import DEFAULT_WEIGHT, Fidelity
 from .optim import make as make_optimiser
 
 
+HACK_REFERENCES = ("start", "peak")  # what a monitor's fall is measured from (the default first)
+
+
 @dataclasses.dataclass
 class MapSettings:
     steps: int = 10                 # EDICT steps (network evaluations: 2 per step and pass)
@@ -54,8 +57,8 @@ class MapSettings:
             raise ValueError("iterations must be >= 0")
         if self.on_hack not in ("stop", "warn"):
             raise ValueError("on_hack must be 'stop' or 'warn'")
-        if self.hack_reference not in ("start", "peak"):
-            raise ValueError("hack_reference must be 'start' or 'peak'")
+        if self.hack_reference not in HACK_REFERENCES:
+            raise ValueError(f"hack_reference must be one of {', '.join(HACK_REFERENCES)}")
         if self.fidelity_weight is not None and self.fidelity_weight < 0:
             raise ValueError("fidelity_weight must be >= 0")
         if self.adaptive_fidelity:

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..core.map import HACK_REFERENCES
 from . import comfy
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
 
@@ -177,7 +178,7 @@ class LatentMAPAscent:
                                        "the map; 'mean' moves the same total fidelity from damaged to good regions "
                                        "(more prior gain, damaged regions drift more)."}),
                 # New widgets go last: saved graphs list widget values by position.
-                "hack_reference": (["start", "peak"], {"default": "start", "tooltip": "Measure the monitor's drop "
+                "hack_reference": (list(HACK_REFERENCES), {"default": HACK_REFERENCES[0], "tooltip": "Measure the monitor's drop "
                                    "from its score on the photo (start) or from its best score so far (peak: "
                                    "catches a judge that first rises, then falls as the prior is fooled)."}),
             },
