@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 
+_OUTPUT_ONLY = ("figure", "save_images")  # options that change no score: shards and resumed runs may differ in them
+
+
 def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
     """Seeded mix: blur sigma 0.5-1.5, noise std 3-12 /255, JPEG quality 20-60."""
     from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
@@ -73,7 +76,10 @@ def main(argv=None) -> None:
     ap.add_argument("--save-images", default=None, metavar="DIR",
                     help="write one labelled sheet per photo (clean, input, each method) to DIR")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"))
+    ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"),
+                    help="result JSON; rewritten after every image (marked partial until the run ends)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the images already in --out (same settings) and run only the others")
     args = ap.parse_args(argv)
     if args.figure and not (args.curve or args.merge):
         ap.error("--figure plots the per-iteration curves: add --curve")
@@ -84,7 +90,7 @@ def main(argv=None) -> None:
     if args.merge:
         from benchmarks.common import load_shards
 
-        rows, settings, seconds = load_shards(args.merge, "bench_map", ignore=("figure", "save_images"))
+        rows, settings, seconds = load_shards(args.merge, "bench_map", ignore=_OUTPUT_ONLY)
         return finish(summarise(rows, settings, seconds), rows, args.out, args.figure)
     torch.set_num_threads(args.threads)
 
@@ -115,9 +121,14 @@ def main(argv=None) -> None:
         settings = dataclasses.replace(settings, hack_reference=args.hack_reference, hack_margin=args.hack_margin)
         monitors = [priors.load(n) for n in args.monitor.split(",")]
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
-    rows = []
-    t0 = time.perf_counter()
+    from benchmarks.common import checkpoint, resume_rows
+
+    rows, seconds0 = resume_rows(args.out, vars(args), "bench_map", ignore=_OUTPUT_ONLY) if args.resume else ([], 0.0)
+    done = {r["index"] for r in rows}
+    t0 = time.perf_counter() - seconds0
     for i, f in enumerate(files, start=args.start):
+        if i in done:
+            continue
         clean = centre_crop(load_image(f), args.crop)
         noisy = degrade(clean, seed=i)
         outs, curves, best_it, prior_curve = {"input": noisy}, {}, {}, {}
@@ -140,8 +151,10 @@ def main(argv=None) -> None:
         if args.save_images:
             save_sheet(Path(args.save_images) / f"{f.stem}.png", {"clean": clean, **outs}, row)
         rows.append(row)
+        checkpoint(args.out, rows, vars(args), time.perf_counter() - t0)
         print(f"[{i + 1 - args.start}/{len(files)}] {f.name} " + " ".join(
             f"{k}: psnr {row[k]['psnr']:.2f}" for k in outs), file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: r["index"])
     finish(summarise(rows, vars(args), time.perf_counter() - t0), rows, args.out, args.figure)
 
 

@@ -82,13 +82,16 @@ def main(argv=None) -> None:
                     "result files of a run with the same ascent settings (the uniform run is deterministic) and run "
                     "only the adaptive variants: half the time")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "out" / "bench" / "qmap.json"))
+    ap.add_argument("--out", default=str(REPO / "out" / "bench" / "qmap.json"),
+                    help="result JSON; rewritten after every image (marked partial until the run ends)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the images already in --out (same settings) and run only the others")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.merge:
         return merge(args.merge, args.out)
 
-    from benchmarks.common import centre_crop, dev_files
+    from benchmarks.common import centre_crop, checkpoint, dev_files, resume_rows
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
@@ -107,8 +110,12 @@ def main(argv=None) -> None:
                              optimizer=args.optimizer,
                              fidelity_weight=args.fidelity_weight)
     reuse = {} if den is None or not args.uniform_from else uniform_rows(args.uniform_from, vars(args))
-    rows, t0 = [], time.perf_counter()
+    rows, seconds0 = resume_rows(args.out, vars(args), "bench_qmap") if args.resume else ([], 0.0)
+    done = {r["index"] for r in rows}
+    t0 = time.perf_counter() - seconds0
     for i, f in enumerate(files, start=args.start):
+        if i in done:
+            continue
         clean = centre_crop(load_image(f), args.crop)
         img, mask, kind = degrade_rect(clean, seed=i)
         row = {"index": i, "image": f.name, "kind": kind, "auc": {}}
@@ -133,6 +140,7 @@ def main(argv=None) -> None:
                              "psnr_degraded_region": region_psnr(out, clean, mask),
                              "prior": float(comparable_score_safe(prior, out))}
         rows.append(row)
+        checkpoint(args.out, rows, vars(args), time.perf_counter() - t0)
         print(f"[{i + 1 - args.start}/{len(files)}] {f.name} {kind} AUC " + " ".join(f"{k} {v:.3f}" for k, v in row["auc"].items())
               + ("" if den is None else "".join(
                   f" | {a}: clean {row['uniform']['psnr_clean_region']:.2f}->{row[a]['psnr_clean_region']:.2f}"
@@ -140,6 +148,7 @@ def main(argv=None) -> None:
                   for a in map(adaptive_name, norms))),
               file=sys.stderr, flush=True)
 
+    rows.sort(key=lambda r: r["index"])
     summary = summarise(rows, vars(args), time.perf_counter() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))

@@ -26,7 +26,7 @@ def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     return img[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw].contiguous()
 
 
-SHARD_KEYS = ("limit", "start", "out", "threads", "merge")
+SHARD_KEYS = ("limit", "start", "out", "threads", "merge", "resume")
 
 
 def load_shards(paths: list, tool: str, ignore: tuple = ()) -> tuple[list, dict, float]:
@@ -34,12 +34,40 @@ def load_shards(paths: list, tool: str, ignore: tuple = ()) -> tuple[list, dict,
 
     Settings that only say which images or how many threads (``SHARD_KEYS`` and ``ignore``) may differ."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    keep = SHARD_KEYS + tuple(ignore)
-    settings = [{k: v for k, v in p["summary"]["settings"].items() if k not in keep} for p in parts]
-    if any(st != settings[0] for st in settings):
+    if any(not _same_run(p["summary"]["settings"], parts[0]["summary"]["settings"], ignore) for p in parts):
         sys.exit(f"{tool} --merge: the files were run with different settings; merge shards of one run only")
+    if any(p["summary"].get("partial") for p in parts):
+        print(f"{tool} --merge: some files are partial (an interrupted run); summarising the images they hold",
+              file=sys.stderr)
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: r.get("index", 0))
     if len({r["image"] for r in rows}) != len(rows):
         sys.exit(f"{tool} --merge: an image appears in more than one file")
     return rows, {**parts[0]["summary"]["settings"], "merged": list(map(str, paths))}, \
         sum(p["summary"]["seconds"] for p in parts)
+
+
+def _same_run(a: dict, b: dict, ignore: tuple = ()) -> bool:
+    keep = SHARD_KEYS + tuple(ignore)
+    return {k: v for k, v in a.items() if k not in keep} == {k: v for k, v in b.items() if k not in keep}
+
+
+def checkpoint(out: str, rows: list, settings: dict, seconds: float) -> None:
+    """Write the rows so far (marked partial) atomically, so a long run that dies keeps its finished images."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"summary": {"settings": settings, "seconds": seconds, "partial": True},
+                               "rows": rows}, indent=2))
+    tmp.replace(path)
+
+
+def resume_rows(out: str, settings: dict, tool: str, ignore: tuple = ()) -> tuple[list, float]:
+    """Rows and seconds already in ``out`` from a run with the same settings (none if there is no file);
+    exits rather than mix settings in one file."""
+    path = Path(out)
+    if not path.exists():
+        return [], 0.0
+    done = json.loads(path.read_text())
+    if not _same_run(done["summary"]["settings"], settings, ignore):
+        sys.exit(f"{tool} --resume: {out} was written with different settings; choose another --out")
+    return done["rows"], float(done["summary"]["seconds"])

@@ -1,9 +1,9 @@
-"""The benchmark shard merger: shards of one run join, anything else is refused."""
+"""Benchmark bookkeeping: shards of one run join, a long run checkpoints and resumes, anything else is refused."""
 import json
 
 import pytest
 
-from benchmarks.common import load_shards
+from benchmarks.common import checkpoint, load_shards, resume_rows
 
 
 def _shard(path, images, start, **settings):
@@ -55,3 +55,19 @@ def test_bench_map_summary_counts_wins_per_judge_and_per_iteration():
     assert s["wins"]["builtin improves on input"] == {"piqe": 1.0, "psnr": 0.0}
     assert [c["piqe"] for c in s["curve"]["builtin beats pixel"]] == [0.0, 0.5, 0.5]
     assert s["mean_curve"]["pixel"]["piqe"] == [50, 85, 35]
+
+
+def test_a_checkpointed_run_resumes_with_its_settings_only(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    settings = {"start": 0, "limit": 3, "out": str(out), "crop": 128, "resume": False}
+    assert resume_rows(str(out), settings, "bench") == ([], 0.0)  # nothing yet: a fresh run
+    checkpoint(str(out), [{"index": 0, "image": "a.png"}], settings, 12.5)
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    # A resumed run may differ in the shard options (and in --resume itself), not in what it measures.
+    rows, seconds = resume_rows(str(out), {**settings, "limit": 68, "resume": True}, "bench")
+    assert rows == [{"index": 0, "image": "a.png"}] and seconds == 12.5
+    with pytest.raises(SystemExit, match="different settings"):
+        resume_rows(str(out), {**settings, "crop": 96}, "bench")
+    # An interrupted (partial) file still merges, with a warning.
+    assert [r["image"] for r in load_shards([out], "bench")[0]] == ["a.png"]
+    assert "partial" in capsys.readouterr().err
