@@ -55,6 +55,9 @@ def test_bench_map_summary_counts_wins_per_judge_and_per_iteration():
     assert s["wins"]["builtin improves on input"] == {"piqe": 1.0, "psnr": 0.0}
     assert [c["piqe"] for c in s["curve"]["builtin beats pixel"]] == [0.0, 0.5, 0.5]
     assert s["mean_curve"]["pixel"]["piqe"] == [50, 85, 35]
+    # Oracle selection: each method's best iterate per judge (80 vs 60, 90 vs 95).
+    assert s["oracle"]["builtin beats pixel"] == {"piqe": 0.5}
+    assert s["mean_oracle"]["pixel"]["piqe"] == 85.0
 
 
 def test_a_checkpointed_run_resumes_with_its_settings_only(tmp_path, capsys):
