@@ -94,7 +94,7 @@ def main(argv=None) -> None:
         return finish(summarise(rows, settings, seconds), rows, args.out, args.figure)
     torch.set_num_threads(args.threads)
 
-    from benchmarks.common import centre_crop, dev_files
+    from benchmarks.common import centre_crop, checkpoint, dev_files, resume_rows
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
@@ -121,8 +121,6 @@ def main(argv=None) -> None:
         settings = dataclasses.replace(settings, hack_reference=args.hack_reference, hack_margin=args.hack_margin)
         monitors = [priors.load(n) for n in args.monitor.split(",")]
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
-    from benchmarks.common import checkpoint, resume_rows
-
     rows, seconds0 = resume_rows(args.out, vars(args), "bench_map", ignore=_OUTPUT_ONLY) if args.resume else ([], 0.0)
     done = {r["index"] for r in rows}
     t0 = time.perf_counter() - seconds0
