@@ -136,7 +136,7 @@ def _settings_from(args, fidelity=None):
     fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
     return mapping.MapSettings(
         steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
-        lr=args.lr, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
+        lr=args.lr, units=args.units, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
         hack_margin=getattr(args, "hack_margin", 10.0), hack_reference=getattr(args, "hack_reference", "start"),
         adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
@@ -322,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
                                  "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    from .core.map import HACK_REFERENCES, MapSettings
+    from .core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
 
     def map_options(p):
         from .core.qmap import WEIGHT_NORMALISATIONS
@@ -334,7 +334,11 @@ def parser() -> argparse.ArgumentParser:
                        help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")
         p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
         p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "momentum"])
-        p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimiser's)")
+        p.add_argument("--lr", type=float, default=None,
+                       help="learning rate (default: the model's measured one, else the optimiser's)")
+        p.add_argument("--units", default=d.units, choices=list(LATENT_UNITS),
+                       help="latent coordinates the steps are taken in: vp (unit scale, the public recipe's; "
+                            "default) or ve (the sampler's x0 + sigma n)")
         p.add_argument("--fidelity", default=d.fidelity, metavar="NAME[:WEIGHT]",
                        help="nlpd | mse | ssim | none, optional weight lambda (default %(default)s)")
         p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")

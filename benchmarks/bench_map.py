@@ -43,7 +43,7 @@ def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def main(argv=None) -> None:
-    from iqa_map.core.map import HACK_REFERENCES, MapSettings
+    from iqa_map.core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
@@ -60,9 +60,14 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
                     help="the README figures were measured with adam (lr 0.003)")
-    ap.add_argument("--lr", type=float, default=None, help="learning rate of every method (default: the optimiser's)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate of every method (default: the model's measured one, else the optimiser's)")
+    ap.add_argument("--units", default=LATENT_UNITS[0], choices=LATENT_UNITS,
+                    help="latent coordinates of the steps; the README's tables before the switch to vp used ve")
     ap.add_argument("--latent-lr", type=float, default=None,
                     help="learning rate of the latent methods only (default: --lr), to compare at matched change")
+    ap.add_argument("--pixel-lr", type=float, default=None,
+                    help="learning rate of pixel ascent only (default: --lr): the latent methods keep their model's")
     ap.add_argument("--curve", action="store_true",
                     help="also score the held-out metrics at every iteration (as never-firing monitors) and report "
                          "the win shares against pixel ascent per iteration budget: does pixel ascent start to hack?")
@@ -113,7 +118,7 @@ def main(argv=None) -> None:
                                              0, 100 / 255, residual=True)}
     dens = {m: models[m]() for m in methods if m in models}
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
-                             optimizer=args.optimizer, lr=args.lr)
+                             optimizer=args.optimizer, lr=args.lr, units=args.units)
     if args.curve:  # monitors that only record: the guard never fires and never stops a run
         settings = dataclasses.replace(settings, on_hack="warn", hack_margin=float("inf"))
     monitors = held if args.curve else ()
@@ -121,6 +126,7 @@ def main(argv=None) -> None:
         settings = dataclasses.replace(settings, hack_reference=args.hack_reference, hack_margin=args.hack_margin)
         monitors = [priors.load(n) for n in args.monitor.split(",")]
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
+    pixel_settings = settings if args.pixel_lr is None else dataclasses.replace(settings, lr=args.pixel_lr)
     rows, seconds0 = resume_rows(args.out, vars(args), "bench_map", ignore=_OUTPUT_ONLY) if args.resume else ([], 0.0)
     done = {r["index"] for r in rows}
     t0 = time.perf_counter() - seconds0
@@ -131,7 +137,7 @@ def main(argv=None) -> None:
         noisy = degrade(clean, seed=i)
         outs, curves, best_it, prior_curve = {"input": noisy}, {}, {}, {}
         for m in methods:
-            res = (M.ascend_pixels(noisy, prior, settings, monitors=monitors) if m == "pixel"
+            res = (M.ascend_pixels(noisy, prior, pixel_settings, monitors=monitors) if m == "pixel"
                    else M.ascend(dens[m], noisy, prior, latent_settings, monitors=monitors))
             outs[m] = res.image
             curves[m] = [e["monitors"] for e in res.report["history"] if "monitors" in e]

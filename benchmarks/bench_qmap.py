@@ -72,7 +72,9 @@ def main(argv=None) -> None:
     ap.add_argument("--strength", type=float, default=0.35)
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
-    ap.add_argument("--lr", type=float, default=None, help="default: the optimiser's")
+    ap.add_argument("--lr", type=float, default=None, help="default: the model's measured one, else the optimiser's")
+    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
+                    help="latent coordinates of the steps; the README's tables were measured in ve")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
     ap.add_argument("--normalise", default="worst,mean", help="adaptive weight normalisation(s), comma-separated: "
@@ -107,7 +109,7 @@ def main(argv=None) -> None:
     prior = priors.load(args.prior)
     den = None if args.map_only else load_builtin()
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, lr=args.lr,
-                             optimizer=args.optimizer,
+                             optimizer=args.optimizer, units=args.units,
                              fidelity_weight=args.fidelity_weight)
     reuse = {} if den is None or not args.uniform_from else uniform_rows(args.uniform_from, vars(args))
     rows, seconds0 = resume_rows(args.out, vars(args), "bench_qmap") if args.resume else ([], 0.0)
@@ -155,7 +157,8 @@ def main(argv=None) -> None:
     report(summary)
 
 
-UNIFORM_SETTINGS = ("crop", "prior", "steps", "strength", "iterations", "optimizer", "lr", "fidelity_weight")
+UNIFORM_SETTINGS = ("crop", "prior", "steps", "strength", "iterations", "optimizer", "lr", "units", "fidelity_weight")
+_BEFORE_UNITS = {"units": "ve"}  # what a result file from before the option ran with
 
 
 def uniform_rows(paths: list, settings: dict) -> dict:
@@ -164,7 +167,7 @@ def uniform_rows(paths: list, settings: dict) -> dict:
     for p in paths:
         part = json.loads(Path(p).read_text())
         theirs = part["summary"]["settings"]
-        diff = [k for k in UNIFORM_SETTINGS if theirs.get(k) != settings.get(k)]
+        diff = [k for k in UNIFORM_SETTINGS if theirs.get(k, _BEFORE_UNITS.get(k)) != settings.get(k)]
         if diff:
             sys.exit(f"bench_qmap --uniform-from: {p} was run with different {', '.join(diff)}")
         out.update({r["index"]: r for r in part["rows"] if "uniform" in r})

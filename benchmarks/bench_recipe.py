@@ -11,7 +11,8 @@ reference is the public recipe of METHOD.md section 5: full inversion
 (strength 1), 50 EDICT steps, 50 iterations, the momentum update (grad x 0.5,
 clip 1e-3, momentum 0.9, lr 2) and NLPD with lambda 20. Candidates are given as
 ``steps/strength/iterations/optimizer/lr[/lambda]`` (``-`` = the default);
-``--recipe`` takes the same format (default ``50/1/50/momentum/-``).
+``--recipe`` takes the same format (default ``50/1/50/momentum/2``: the recipe's
+own step, not the model's measured one).
 
 Per setting: mean prior gain (calibrated score of the output minus that of the
 input), mean PSNR of the output against the input, denoiser evaluations (as
@@ -43,9 +44,9 @@ import torch
 
 from .bench_map import REPO, degrade
 
-#: The demo setting, the pre-benchmark MapSettings defaults, the recommended defaults, the cheapest setting that met
-#: the target (the recipe's own update, full inversion, 10 steps, 20 iterations).
-DEFAULT_CANDIDATES = "4/0.35/8/adam/-,10/0.5/20/adam/-,10/0.7/40/adam/0.006,10/1/20/momentum/-"
+#: The demo setting, the pre-benchmark MapSettings defaults, the recommended Adam setting, and the defaults (the
+#: recipe's update at the model's own step, full inversion, 10 steps, 30 iterations).
+DEFAULT_CANDIDATES = "4/0.35/8/adam/-,10/0.5/20/adam/-,10/0.7/40/adam/0.006,10/1/30/momentum/-"
 
 
 def parse_candidate(spec: str) -> dict:
@@ -70,11 +71,13 @@ def main(argv=None) -> None:
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
                     help="comma-separated steps/strength/iterations/optimizer/lr[/lambda]; '-' = default")
-    ap.add_argument("--recipe", default="50/1/50/momentum/-", help="the reference setting (same format)")
+    ap.add_argument("--recipe", default="50/1/50/momentum/2", help="the reference setting (same format)")
     ap.add_argument("--reuse-recipe", default=None, help="JSON of an earlier run: take the recipe rows from it")
     ap.add_argument("--prefixes", default="", type=lambda v: [int(k) for k in v.split(",") if k.strip()],
                     help="also report each candidate stopped after these iterations (read off its own run: the "
                          "loop is deterministic, so a shorter run is exactly its prefix)")
+    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
+                    help="latent coordinates of every setting's steps (the recipe's lr 2 is in vp units)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "recipe.json"))
     args = ap.parse_args(argv)
@@ -96,6 +99,8 @@ def main(argv=None) -> None:
         old = json.loads(Path(args.reuse_recipe).read_text())
         if old["summary"]["crop"] != args.crop:
             sys.exit(f"--reuse-recipe: crop {old['summary']['crop']} != {args.crop}")
+        if old["summary"].get("units", "ve") != args.units:  # files from before the units option are ve
+            sys.exit(f"--reuse-recipe: its recipe ran in {old['summary'].get('units', 've')} units, not {args.units}")
         reused = {r["image"]: r["recipe"] for r in old["rows"] if "recipe" in r}
     prefixes = [(name, k) for k in args.prefixes for name, cfg in list(settings.items())
                 if name != "recipe" and k < cfg["iterations"]]
@@ -127,7 +132,7 @@ def main(argv=None) -> None:
                 trace.append({"gain": score(info["image"]) - s_in, "psnr_vs_input": M.psnr(info["image"], noisy),
                               "psnr_vs_clean": M.psnr(info["image"], clean)})
 
-            res = M.ascend(den, noisy, prior, M.MapSettings(fidelity="nlpd", **cfg),
+            res = M.ascend(den, noisy, prior, M.MapSettings(fidelity="nlpd", units=args.units, **cfg),
                            callback=record if args.prefixes else None)
             rep = res.report
             row[name] = {"gain": score(res.image) - s_in, "psnr_vs_input": rep["psnr_vs_input"],
@@ -164,6 +169,7 @@ def truncated(res: dict, cfg: dict, k: int) -> dict:
 def summarise(rows, settings, args, seconds) -> dict:
     rec = [r["recipe"] for r in rows]
     summary = {"images": len(rows), "crop": args.crop, "prior": args.prior, "threads": args.threads,
+               "units": args.units,
                "seconds": seconds, "settings": settings, "mean": {}}
     r_evals = float(np.mean([x["evals"] for x in rec]))
     r_gain = float(np.mean([x["gain"] for x in rec]))

@@ -41,6 +41,8 @@ def main(argv=None) -> None:
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
+                    help="latent coordinates of the steps; the README's figures were measured in ve")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "select.json"))
     args = ap.parse_args(argv)
@@ -61,7 +63,7 @@ def main(argv=None) -> None:
     held = {n: priors.load(f"cnniqa:{cnniqa}") if n == "cnniqa" else priors.load(n) for n in args.held_out.split(",")}
     den = load_builtin()
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, lr=args.lr,
-                             optimizer=args.optimizer,
+                             optimizer=args.optimizer, units=args.units,
                              perturb=args.perturb)
     rng = np.random.default_rng(0)
     rows, t0 = [], time.perf_counter()

@@ -21,10 +21,11 @@ from ._grad import autograd_on, autograd_safe, usable
 from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
-from .optim import make as make_optimiser
+from .optim import default_lr, make as make_optimiser
 
 
 HACK_REFERENCES = ("start", "peak")  # what a monitor's fall is measured from (the default first)
+LATENT_UNITS = ("vp", "ve")  # the coordinates the latent pair is optimised in (the default first)
 
 
 @dataclasses.dataclass
@@ -32,9 +33,11 @@ class MapSettings:
     steps: int = 10                 # EDICT steps (network evaluations: 2 per step and pass)
     strength: float = 1.0           # fraction of the noise schedule inverted (1 = full, the public recipe)
     mix: float = 0.93               # EDICT mixing p
-    iterations: int = 20            # gradient steps
+    iterations: int = 30            # gradient steps
     optimizer: str = "momentum"     # "momentum" (the public recipe's clipped update) or "adam"
-    lr: Optional[float] = None      # None: the optimiser's default
+    lr: Optional[float] = None      # None: the model's measured step (Denoiser.map_lr), else the optimiser's
+    units: str = "vp"               # latent coordinates optimised: "vp" (x / sqrt(1 + sigma0^2), unit scale, the
+                                    # public recipe's) or "ve" (the sampler's own x0 + sigma n)
     fidelity: str = "nlpd"          # "nlpd", "mse", "ssim", "none"
     fidelity_weight: Optional[float] = None  # lambda; None: the fidelity's default
     tied: bool = True               # average the gradients of the pair (public recipe)
@@ -55,6 +58,8 @@ class MapSettings:
     def validate(self) -> None:
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
+        if self.units not in LATENT_UNITS:
+            raise ValueError(f"units must be one of {', '.join(LATENT_UNITS)}")
         if self.on_hack not in ("stop", "warn"):
             raise ValueError("on_hack must be 'stop' or 'warn'")
         if self.hack_reference not in HACK_REFERENCES:
@@ -144,6 +149,7 @@ class _Counting(Denoiser):
     def __init__(self, inner: Denoiser):
         self.inner, self.count, self.network = inner, 0, inner.network
         self.sigma_min, self.sigma_max = inner.sigma_min, inner.sigma_max
+        self.map_lr = getattr(inner, "map_lr", {})
 
     def denoise(self, x, sigma, cond=None):
         self.count += 1
@@ -170,6 +176,32 @@ def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict)
         return (q - lam * d).sum()
 
     return objective, lam
+
+
+def resolve_lr(s: MapSettings, denoiser: Optional[Denoiser] = None) -> MapSettings:
+    """``s`` with a numeric ``lr``: its own, else the model's measured one, else the optimiser's default."""
+    if s.lr is not None:
+        return s
+    lr = (getattr(denoiser, "map_lr", None) or {}).get(s.optimizer)
+    return dataclasses.replace(s, lr=float(lr) if lr is not None else default_lr(s.optimizer))
+
+
+def vp_scale(sigma0: float) -> float:
+    """``x_vp = x_ve / sqrt(1 + sigma0^2)``: the variance-preserving latent (DDPM's, Stable Diffusion's) at the
+    starting noise level. The public recipe's step sizes (lr 2, clip 1e-3, perturbation 1e-4) are in these units."""
+    return 1.0 / math.sqrt(1.0 + float(sigma0) ** 2)
+
+
+def _in_units(evaluate, scale: float):
+    """``evaluate`` over ``u = z * scale``: the objective is unchanged, its gradient is ``dJ/dz / scale``."""
+    if scale == 1.0:
+        return evaluate
+
+    def scaled(params):
+        j, grads = evaluate([p / scale for p in params])
+        return j, tuple(g / scale for g in grads)
+
+    return scaled
 
 
 def _settings_record(s: MapSettings, lam: float, prior, monitors, model: str) -> dict:
@@ -284,6 +316,7 @@ def ascend_inversion(
     s.validate()
     codec = codec or PixelCodec()
     den = denoiser if isinstance(denoiser, _Counting) else _Counting(denoiser)
+    s = resolve_lr(s, den)
     sigmas, cond, mix = inversion.sigmas, inversion.cond, inversion.mix
     with torch.inference_mode(False):
         for module in (den.network, getattr(codec, "vae", None), prior, *monitors):
@@ -317,7 +350,11 @@ def ascend_inversion(
                     (g,) = torch.autograd.grad(j, z)
                 return j.detach(), (g,)
             start = [usable(inversion.pair[0]).detach()]
-        result = _optimise(start, evaluate, seen, prior, monitors, s, callback, ref, size)
+        # The optimiser steps in ``units``; the sampler always sees the VE pair.
+        scale = vp_scale(sigmas[0]) if s.units == "vp" else 1.0
+        result = _optimise([p * scale for p in start], _in_units(evaluate, scale), seen, prior, monitors, s,
+                           callback, ref, size)
+        result["params"] = [p / scale for p in result["params"]]
     report = result["report"]
     report["settings"] = _settings_record(s, lam, prior, monitors, type(den.inner).__name__)
     report["settings"]["inversion"] = inversion.method
@@ -342,7 +379,7 @@ def _adaptive_weight(prior, s: MapSettings, ref: torch.Tensor, size) -> torch.Te
 def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = None, *, monitors=(),
                   weight_map=None, callback=None, **overrides) -> MapResult:
     """The naive baseline: the same objective, optimiser and budget, with the pixels as variables."""
-    s = dataclasses.replace(settings or MapSettings(), **overrides)
+    s = resolve_lr(dataclasses.replace(settings or MapSettings(), **overrides))
     s.validate()
     _check_image(image)
     with torch.inference_mode(False):
@@ -364,6 +401,7 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
         result = _optimise([ref.clone()], evaluate, seen, prior, monitors, s_pix, callback, ref, ref.shape[-2:])
     report = result["report"]
     report["settings"] = _settings_record(s, lam, prior, monitors, "pixels")
+    report["settings"]["units"] = "pixels"
     report["inversion_error"] = 0.0
     report["denoiser_evals"] = 0
     return MapResult(image=result["image"], report=report)

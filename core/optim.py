@@ -8,7 +8,8 @@ OPTIMISERS = ("adam", "momentum")
 
 class Momentum:
     """The public recipe (DOODL-based challenge code): ``g * 0.5``, clipped element-wise at
-    ``clip``, SGD momentum 0.9, ``z += lr * v`` with ``lr = 2``."""
+    ``clip``, SGD momentum 0.9, ``z += lr * v`` with ``lr = 2``: at most ``lr * clip / (1 - momentum)`` per element
+    and step, sized for Stable Diffusion's unit-scale (variance-preserving) latent."""
 
     default_lr = 2.0
 
@@ -48,9 +49,19 @@ class Adam:
         return out
 
 
+def default_lr(name: str) -> float:
+    """The optimiser's own learning rate (used when neither the settings nor the model give one)."""
+    return _CLASSES[_check(name)].default_lr
+
+
+def _check(name: str) -> str:
+    if name not in OPTIMISERS:
+        raise ValueError(f"unknown optimiser '{name}'; choose from {', '.join(OPTIMISERS)}")
+    return name
+
+
+_CLASSES = {"adam": Adam, "momentum": Momentum}
+
+
 def make(name: str, params, lr=None):
-    if name == "adam":
-        return Adam(params, lr)
-    if name == "momentum":
-        return Momentum(params, lr)
-    raise ValueError(f"unknown optimiser '{name}'; choose from {', '.join(OPTIMISERS)}")
+    return _CLASSES[_check(name)](params, lr)

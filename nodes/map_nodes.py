@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core.map import HACK_REFERENCES
+from ..core.map import HACK_REFERENCES, MapSettings
 from . import comfy
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
 
@@ -140,9 +140,12 @@ class LatentMAPAscent:
                                     "Lambda; -1 = the fidelity's default ("
                                     + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT.items()) + "). Higher "
                                     "stays closer to the photo."}),
-                "iterations": ("INT", {"default": 20, "min": 0, "max": 1000, "tooltip": "Gradient steps."}),
+                "iterations": ("INT", {"default": MapSettings.iterations, "min": 0, "max": 1000,
+                                       "tooltip": "Gradient steps."}),
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.0005, "tooltip":
-                                  "0 = the optimiser's default (adam 0.003, momentum 2.0)."}),
+                                  "0 = the model's measured step (the built-in model has one for momentum), else the "
+                                  "optimiser's default (adam 0.003; momentum 2.0, the public recipe's). Steps are "
+                                  "taken in the unit-scale (variance-preserving) latent."}),
                 "optimizer": (["momentum", "adam"], {"default": "momentum", "tooltip": "momentum: the public "
                               "recipe's clipped momentum update (the default); adam."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seeds the optional "
@@ -184,10 +187,10 @@ class LatentMAPAscent:
             },
         }
 
-    def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0, iterations=20,
-               learning_rate=0.0, optimizer="momentum", seed=0, mask=None, monitor=None, hack_margin=10.0,
-               on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off", adaptive_floor=0.1,
-               adaptive_normalise="worst", hack_reference="start"):
+    def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0,
+               iterations=MapSettings.iterations, learning_rate=0.0, optimizer="momentum", seed=0, mask=None,
+               monitor=None, hack_margin=10.0, on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off",
+               adaptive_floor=0.1, adaptive_normalise="worst", hack_reference="start"):
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")

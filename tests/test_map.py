@@ -174,6 +174,65 @@ def test_sd_architecture_latent_model_full_loop_64px():
     assert res.pair[0].shape == (1, 4, 8, 8)
 
 
+class SteepBrightness(Brightness):
+    """Brightness x 1000: gradients large enough that the momentum update's clip binds everywhere."""
+
+    name = "steep"
+
+    def _native(self, img):
+        return 1000 * img.mean(dim=(1, 2, 3))
+
+
+def _first_step(monkeypatch, **settings):
+    """The VE pair the sampler sees at iterates 0 and 1."""
+    seen, inner = [], M.edict.value_and_grad
+    monkeypatch.setattr(M.edict, "value_and_grad", lambda den, params, *a, **k: (
+        seen.append([p.clone() for p in params]), inner(den, params, *a, **k))[1])
+    M.ascend(_pixel_model(), _img(), SteepBrightness(), steps=4, strength=1.0, iterations=1, fidelity="none",
+             optimizer="momentum", lr=2.0, **settings)
+    return seen[1][0] - seen[0][0]
+
+
+def test_momentum_steps_are_in_variance_preserving_units(monkeypatch):
+    """The recipe's step (lr 2 x clip 1e-3 per element) is in SD's unit-scale latent, i.e. sqrt(1 + sigma0^2)
+    times larger in the sampler's VE coordinates; units="ve" takes it in VE coordinates."""
+    sigma0 = float(_pixel_model().sigmas(4, 1.0)[0])
+    assert sigma0 > 4  # SD's schedule at 4 steps (diffusers' leading spacing) starts at t = 751
+    vp, ve = _first_step(monkeypatch), _first_step(monkeypatch, units="ve")
+    assert float(ve.abs().max()) == pytest.approx(2e-3, rel=1e-6)
+    assert float(vp.abs().max()) == pytest.approx(2e-3 * math.sqrt(1 + sigma0 ** 2), rel=1e-6)
+    assert M.vp_scale(sigma0) == pytest.approx(1 / math.sqrt(1 + sigma0 ** 2))
+
+
+def test_units_change_the_step_not_the_objective():
+    """Adam is invariant to the gradient's scale, so VP units at lr * scale retrace VE units at lr: the
+    reparametrisation changes only how far a step goes."""
+    den, x = _pixel_model(), _img()
+    scale = M.vp_scale(den.sigmas(3, 1.0)[0])
+    kw = {**FAST, "strength": 1.0, "iterations": 3}
+    ve = M.ascend(den, x, Brightness(), **{**kw, "units": "ve"})
+    vp = M.ascend(den, x, Brightness(), **{**kw, "lr": FAST["lr"] * scale})
+    assert [e["objective"] for e in vp.report["history"]] == pytest.approx(
+        [e["objective"] for e in ve.report["history"]], rel=1e-4)
+    assert torch.allclose(vp.pair[0], ve.pair[0], atol=1e-4 * float(ve.pair[0].abs().max()))
+    with pytest.raises(ValueError, match="units"):
+        M.ascend(den, x, Brightness(), **{**kw, "units": "pixels"})
+
+
+def test_learning_rate_defaults_to_the_models_measured_one():
+    from iqa_map.core.models import load_builtin
+
+    den, x, kw = _pixel_model(), _img(), {**FAST, "iterations": 0, "lr": None}
+    assert M.ascend(den, x, Brightness(), **kw).report["settings"]["lr"] == 0.003  # adam's own
+    assert M.ascend(den, x, Brightness(), **{**kw, "optimizer": "momentum"}).report["settings"]["lr"] == 2.0
+    den.map_lr = {"momentum": 0.3}
+    assert M.ascend(den, x, Brightness(), **{**kw, "optimizer": "momentum"}).report["settings"]["lr"] == 0.3
+    assert M.ascend(den, x, Brightness(), **{**kw, "optimizer": "momentum", "lr": 1.0}).report["settings"]["lr"] == 1.0
+    assert M.ascend(den, x, Brightness(), **kw).report["settings"]["lr"] == 0.003
+    assert M.ascend_pixels(x, Brightness(), **{**kw, "optimizer": "momentum"}).report["settings"]["lr"] == 2.0
+    assert 0 < load_builtin().map_lr["momentum"] < 2.0
+
+
 def test_pixel_baseline_runs_the_same_objective():
     x = _img()
     r = M.ascend_pixels(x, Brightness(), **FAST).report
