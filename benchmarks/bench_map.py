@@ -43,7 +43,8 @@ def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def main(argv=None) -> None:
-    from iqa_map.core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
+    from benchmarks.common import add_units_option
+    from iqa_map.core.map import HACK_REFERENCES, MapSettings
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
@@ -62,8 +63,7 @@ def main(argv=None) -> None:
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None,
                     help="learning rate of every method (default: the model's measured one, else the optimiser's)")
-    ap.add_argument("--units", default=LATENT_UNITS[0], choices=LATENT_UNITS,
-                    help="latent coordinates of the steps; the README's tables before the switch to vp used ve")
+    add_units_option(ap)
     ap.add_argument("--latent-lr", type=float, default=None,
                     help="learning rate of the latent methods only (default: --lr), to compare at matched change")
     ap.add_argument("--pixel-lr", type=float, default=None,

@@ -55,6 +55,8 @@ def region_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def main(argv=None) -> None:
+    from benchmarks.common import add_units_option
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
     ap.add_argument("--start", type=int, default=0, help="index of the first dev image (a shard; the degradation "
@@ -73,8 +75,7 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
     ap.add_argument("--lr", type=float, default=None, help="default: the model's measured one, else the optimiser's")
-    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
-                    help="latent coordinates of the steps; the README's tables were measured in ve")
+    add_units_option(ap, "the README's tables were measured in ve")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")
     ap.add_argument("--normalise", default="worst,mean", help="adaptive weight normalisation(s), comma-separated: "
@@ -158,16 +159,17 @@ def main(argv=None) -> None:
 
 
 UNIFORM_SETTINGS = ("crop", "prior", "steps", "strength", "iterations", "optimizer", "lr", "units", "fidelity_weight")
-_BEFORE_UNITS = {"units": "ve"}  # what a result file from before the option ran with
 
 
 def uniform_rows(paths: list, settings: dict) -> dict:
     """Index -> row of earlier runs whose uniform ascent had these settings."""
+    from benchmarks.common import UNITS_BEFORE_OPTION
+
     out = {}
     for p in paths:
         part = json.loads(Path(p).read_text())
-        theirs = part["summary"]["settings"]
-        diff = [k for k in UNIFORM_SETTINGS if theirs.get(k, _BEFORE_UNITS.get(k)) != settings.get(k)]
+        theirs = {"units": UNITS_BEFORE_OPTION, **part["summary"]["settings"]}
+        diff = [k for k in UNIFORM_SETTINGS if theirs.get(k) != settings.get(k)]
         if diff:
             sys.exit(f"bench_qmap --uniform-from: {p} was run with different {', '.join(diff)}")
         out.update({r["index"]: r for r in part["rows"] if "uniform" in r})

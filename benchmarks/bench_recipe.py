@@ -65,6 +65,8 @@ def label(cfg: dict) -> str:
 
 
 def main(argv=None) -> None:
+    from benchmarks.common import UNITS_BEFORE_OPTION, add_units_option
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=6, help="first N dev images (default 6)")
     ap.add_argument("--crop", type=int, default=96)
@@ -76,8 +78,7 @@ def main(argv=None) -> None:
     ap.add_argument("--prefixes", default="", type=lambda v: [int(k) for k in v.split(",") if k.strip()],
                     help="also report each candidate stopped after these iterations (read off its own run: the "
                          "loop is deterministic, so a shorter run is exactly its prefix)")
-    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
-                    help="latent coordinates of every setting's steps (the recipe's lr 2 is in vp units)")
+    add_units_option(ap, "every setting's, the recipe's included (its lr 2 is in vp units)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "recipe.json"))
     args = ap.parse_args(argv)
@@ -99,8 +100,9 @@ def main(argv=None) -> None:
         old = json.loads(Path(args.reuse_recipe).read_text())
         if old["summary"]["crop"] != args.crop:
             sys.exit(f"--reuse-recipe: crop {old['summary']['crop']} != {args.crop}")
-        if old["summary"].get("units", "ve") != args.units:  # files from before the units option are ve
-            sys.exit(f"--reuse-recipe: its recipe ran in {old['summary'].get('units', 've')} units, not {args.units}")
+        old_units = old["summary"].get("units", UNITS_BEFORE_OPTION)
+        if old_units != args.units:
+            sys.exit(f"--reuse-recipe: its recipe ran in {old_units} units, not {args.units}")
         reused = {r["image"]: r["recipe"] for r in old["rows"] if "recipe" in r}
     prefixes = [(name, k) for k in args.prefixes for name, cfg in list(settings.items())
                 if name != "recipe" and k < cfg["iterations"]]

@@ -26,6 +26,8 @@ DATA = REPO.parent / "shared" / "data"
 
 
 def main(argv=None) -> None:
+    from benchmarks.common import add_units_option
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=12)
     ap.add_argument("--n", type=int, default=8, help="candidates (seeds) per photo")
@@ -41,8 +43,7 @@ def main(argv=None) -> None:
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--units", default="vp", choices=["vp", "ve"],
-                    help="latent coordinates of the steps; the README's figures were measured in ve")
+    add_units_option(ap, "the README's figures were measured in ve")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "select.json"))
     args = ap.parse_args(argv)

@@ -26,6 +26,18 @@ def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     return img[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw].contiguous()
 
 
+#: The latent units of result files written before the ``--units`` option existed.
+UNITS_BEFORE_OPTION = "ve"
+
+
+def add_units_option(ap, measured: str = "the README's tables before the switch to vp used ve") -> None:
+    """``--units``: the latent coordinates MAP ascent steps in (``MapSettings.units``)."""
+    from iqa_map.core.map import LATENT_UNITS
+
+    ap.add_argument("--units", default=LATENT_UNITS[0], choices=LATENT_UNITS,
+                    help=f"latent coordinates of the steps; {measured}")
+
+
 SHARD_KEYS = ("limit", "start", "out", "threads", "merge", "resume")
 
 
