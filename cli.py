@@ -136,7 +136,8 @@ def _settings_from(args, fidelity=None):
     fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
     return mapping.MapSettings(
         steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
-        lr=args.lr, units=args.units, fidelity=fid_name, fidelity_weight=fid_w, seed=args.seed, target=args.target,
+        lr=args.lr, lr_schedule=args.lr_schedule, units=args.units, fidelity=fid_name, fidelity_weight=fid_w,
+        seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
         hack_margin=getattr(args, "hack_margin", 10.0), hack_reference=getattr(args, "hack_reference", "start"),
         adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
@@ -323,6 +324,7 @@ def parser() -> argparse.ArgumentParser:
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     from .core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
+    from .core.optim import LR_SCHEDULES
 
     def map_options(p):
         from .core.qmap import WEIGHT_NORMALISATIONS
@@ -335,7 +337,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
         p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "momentum"])
         p.add_argument("--lr", type=float, default=None,
-                       help="learning rate (default: the model's measured one, else the optimiser's)")
+                       help="learning rate (default: the optimiser's, momentum 2 as in the public recipe)")
+        p.add_argument("--lr-schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
+                       help="constant (default) or cosine: anneal the learning rate towards 0 over the iterations")
         p.add_argument("--units", default=d.units, choices=list(LATENT_UNITS),
                        help="latent coordinates the steps are taken in: vp (unit scale, the public recipe's; "
                             "default) or ve (the sampler's x0 + sigma n)")

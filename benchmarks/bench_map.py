@@ -62,12 +62,12 @@ def main(argv=None) -> None:
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None,
-                    help="learning rate of every method (default: the model's measured one, else the optimiser's)")
+                    help="learning rate of every method (default: the optimiser's)")
     add_units_option(ap)
     ap.add_argument("--latent-lr", type=float, default=None,
                     help="learning rate of the latent methods only (default: --lr), to compare at matched change")
     ap.add_argument("--pixel-lr", type=float, default=None,
-                    help="learning rate of pixel ascent only (default: --lr): the latent methods keep their model's")
+                    help="learning rate of pixel ascent only (default: --lr)")
     ap.add_argument("--curve", action="store_true",
                     help="also score the held-out metrics at every iteration (as never-firing monitors) and report "
                          "the win shares against pixel ascent per iteration budget: does pixel ascent start to hack?")

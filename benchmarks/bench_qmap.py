@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     ap.add_argument("--strength", type=float, default=0.35)
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
-    ap.add_argument("--lr", type=float, default=None, help="default: the model's measured one, else the optimiser's")
+    ap.add_argument("--lr", type=float, default=None, help="default: the optimiser's")
     add_units_option(ap, "the README's tables were measured in ve")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")
     ap.add_argument("--floor", type=float, default=0.1, help="fidelity weight of the worst region relative to the best")

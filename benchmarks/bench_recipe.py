@@ -1,7 +1,7 @@
 """Do the defaults match the public recipe at a fifth of its cost? The issue-5 cost benchmark.
 
     python -m benchmarks.bench_recipe [--limit 6] [--crop 96] [--threads 1]
-        [--candidates "10/0.7/40/adam/0.006,10/1/20/momentum/-"] [--prefixes 12,20,30]
+        [--candidates "10/0.7/40/adam/0.006,20/1/24/momentum/1.5/cosine"] [--prefixes 12,20]
         [--reuse-recipe out/bench/recipe.json] [--out out/bench/recipe.json]
 
 Each CBSD68 dev photo (centre crop) gets the same seeded blur + noise + JPEG mix
@@ -10,9 +10,9 @@ BRISQUE, calibrated 0-100) with the built-in model and NLPD fidelity. The
 reference is the public recipe of METHOD.md section 5: full inversion
 (strength 1), 50 EDICT steps, 50 iterations, the momentum update (grad x 0.5,
 clip 1e-3, momentum 0.9, lr 2) and NLPD with lambda 20. Candidates are given as
-``steps/strength/iterations/optimizer/lr[/lambda]`` (``-`` = the default);
-``--recipe`` takes the same format (default ``50/1/50/momentum/2``: the recipe's
-own step, not the model's measured one).
+``steps/strength/iterations/optimizer/lr[/lambda][/schedule]`` (``-`` = the
+default; schedule ``constant`` or ``cosine``); ``--recipe`` takes the same format
+(default ``50/1/50/momentum/2``).
 
 Per setting: mean prior gain (calibrated score of the output minus that of the
 input), mean PSNR of the output against the input, denoiser evaluations (as
@@ -42,26 +42,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iqa_map.core.optim import LR_SCHEDULES
+
 from .bench_map import REPO, degrade
 
 #: The demo setting, the pre-benchmark MapSettings defaults, the recommended Adam setting, and the defaults (the
-#: recipe's update at the model's own step, full inversion, 10 steps, 30 iterations).
-DEFAULT_CANDIDATES = "4/0.35/8/adam/-,10/0.5/20/adam/-,10/0.7/40/adam/0.006,10/1/30/momentum/-"
+#: recipe's update and step, full inversion, 20 steps, 20 iterations).
+DEFAULT_CANDIDATES = "4/0.35/8/adam/-,10/0.5/20/adam/-,10/0.7/40/adam/0.006,20/1/20/momentum/-"
 
 
 def parse_candidate(spec: str) -> dict:
     parts = spec.strip().split("/")
+    schedule = parts.pop() if parts and parts[-1] in LR_SCHEDULES else None
     if len(parts) not in (5, 6):
-        raise ValueError(f"candidate '{spec}': expected steps/strength/iterations/optimizer/lr[/lambda]")
+        raise ValueError(f"candidate '{spec}': expected steps/strength/iterations/optimizer/lr[/lambda][/schedule]")
     opt = lambda v: None if v in ("-", "") else float(v)
-    return {"steps": int(parts[0]), "strength": float(parts[1]), "iterations": int(parts[2]), "optimizer": parts[3],
-            "lr": opt(parts[4]), "fidelity_weight": opt(parts[5]) if len(parts) == 6 else None}
+    cfg = {"steps": int(parts[0]), "strength": float(parts[1]), "iterations": int(parts[2]), "optimizer": parts[3],
+           "lr": opt(parts[4]), "fidelity_weight": opt(parts[5]) if len(parts) == 6 else None}
+    if schedule is not None:  # (absent from files written before the option)
+        cfg["lr_schedule"] = schedule
+    return cfg
 
 
 def label(cfg: dict) -> str:
     lr = "default" if cfg["lr"] is None else f"{cfg['lr']:g}"
     lam = "" if cfg.get("fidelity_weight") is None else f", lambda {cfg['fidelity_weight']:g}"
-    return f"{cfg['steps']} steps, strength {cfg['strength']:g}, {cfg['iterations']} it, {cfg['optimizer']} lr {lr}{lam}"
+    sched = "" if cfg.get("lr_schedule", "constant") == "constant" else f" {cfg['lr_schedule']}"
+    return (f"{cfg['steps']} steps, strength {cfg['strength']:g}, {cfg['iterations']} it, "
+            f"{cfg['optimizer']} lr {lr}{sched}{lam}")
 
 
 def main(argv=None) -> None:
@@ -72,7 +80,7 @@ def main(argv=None) -> None:
     ap.add_argument("--crop", type=int, default=96)
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--candidates", default=DEFAULT_CANDIDATES,
-                    help="comma-separated steps/strength/iterations/optimizer/lr[/lambda]; '-' = default")
+                    help="comma-separated steps/strength/iterations/optimizer/lr[/lambda][/schedule]; '-' = default")
     ap.add_argument("--recipe", default="50/1/50/momentum/2", help="the reference setting (same format)")
     ap.add_argument("--reuse-recipe", default=None, help="JSON of an earlier run: take the recipe rows from it")
     ap.add_argument("--prefixes", default="", type=lambda v: [int(k) for k in v.split(",") if k.strip()],

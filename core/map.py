@@ -21,7 +21,7 @@ from ._grad import autograd_on, autograd_safe, usable
 from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
-from .optim import default_lr, make as make_optimiser
+from .optim import LR_SCHEDULES, default_lr, lr_factor, make as make_optimiser
 
 
 HACK_REFERENCES = ("start", "peak")  # what a monitor's fall is measured from (the default first)
@@ -30,12 +30,13 @@ LATENT_UNITS = ("vp", "ve")  # the coordinates the latent pair is optimised in (
 
 @dataclasses.dataclass
 class MapSettings:
-    steps: int = 10                 # EDICT steps (network evaluations: 2 per step and pass)
+    steps: int = 20                 # EDICT steps (network evaluations: 2 per step and pass)
     strength: float = 1.0           # fraction of the noise schedule inverted (1 = full, the public recipe)
     mix: float = 0.93               # EDICT mixing p
-    iterations: int = 30            # gradient steps
+    iterations: int = 20            # gradient steps
     optimizer: str = "momentum"     # "momentum" (the public recipe's clipped update) or "adam"
-    lr: Optional[float] = None      # None: the model's measured step (Denoiser.map_lr), else the optimiser's
+    lr: Optional[float] = None      # None: the optimiser's own (momentum: the public recipe's 2, in vp units)
+    lr_schedule: str = "constant"   # "constant" or "cosine" (annealed from lr towards 0 over the iterations)
     units: str = "vp"               # latent coordinates optimised: "vp" (x / sqrt(1 + sigma0^2), unit scale, the
                                     # public recipe's) or "ve" (the sampler's own x0 + sigma n)
     fidelity: str = "nlpd"          # "nlpd", "mse", "ssim", "none"
@@ -58,6 +59,8 @@ class MapSettings:
     def validate(self) -> None:
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.units not in LATENT_UNITS:
             raise ValueError(f"units must be one of {', '.join(LATENT_UNITS)}")
         if self.on_hack not in ("stop", "warn"):
@@ -149,7 +152,6 @@ class _Counting(Denoiser):
     def __init__(self, inner: Denoiser):
         self.inner, self.count, self.network = inner, 0, inner.network
         self.sigma_min, self.sigma_max = inner.sigma_min, inner.sigma_max
-        self.map_lr = getattr(inner, "map_lr", {})
 
     def denoise(self, x, sigma, cond=None):
         self.count += 1
@@ -178,12 +180,9 @@ def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict)
     return objective, lam
 
 
-def resolve_lr(s: MapSettings, denoiser: Optional[Denoiser] = None) -> MapSettings:
-    """``s`` with a numeric ``lr``: its own, else the model's measured one, else the optimiser's default."""
-    if s.lr is not None:
-        return s
-    lr = (getattr(denoiser, "map_lr", None) or {}).get(s.optimizer)
-    return dataclasses.replace(s, lr=float(lr) if lr is not None else default_lr(s.optimizer))
+def resolve_lr(s: MapSettings) -> MapSettings:
+    """``s`` with a numeric ``lr`` (its own, else the optimiser's default), so the report records the step taken."""
+    return s if s.lr is not None else dataclasses.replace(s, lr=default_lr(s.optimizer))
 
 
 def vp_scale(sigma0: float) -> float:
@@ -230,7 +229,8 @@ class Inversion:
 INVERSION_METHODS = ("edict", "ddim")
 
 
-def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = 10, strength: float = 1.0, *, mix: float = 0.93,
+def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.steps, strength: float = 1.0, *,
+           mix: float = 0.93,
            method: str = "edict", cond: Any = None, sigmas: Optional[torch.Tensor] = None) -> Inversion:
     """Invert a clean latent (``codec.encode(image)``) at ``strength`` with ``steps`` steps.
 
@@ -316,7 +316,7 @@ def ascend_inversion(
     s.validate()
     codec = codec or PixelCodec()
     den = denoiser if isinstance(denoiser, _Counting) else _Counting(denoiser)
-    s = resolve_lr(s, den)
+    s = resolve_lr(s)
     sigmas, cond, mix = inversion.sigmas, inversion.cond, inversion.mix
     with torch.inference_mode(False):
         for module in (den.network, getattr(codec, "vae", None), prior, *monitors):
@@ -414,6 +414,7 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         torch.cuda.reset_peak_memory_stats()
     gen = torch.Generator(device=params[0].device).manual_seed(s.seed)
     opt = make_optimiser(s.optimizer, params, s.lr)
+    base_lr = opt.lr  # the schedule scales this; the NaN guard halves it
     crop = lambda img: img[..., : size[0], : size[1]]  # noqa: E731
     history, events = [], []
     best = {"objective": -math.inf}
@@ -440,7 +441,7 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
                 events.append("stopped: repeated non-finite values")
                 break
             params = [p.clone() for p in best["params"]]
-            opt.lr *= 0.5
+            base_lr *= 0.5
             continue
         history.append(entry)
         stop, hacked = None, False
@@ -482,6 +483,7 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         if s.tied and len(grads) == 2:
             g = (grads[0] + grads[1]) / 2
             grads = (g, g)
+        opt.lr = base_lr * lr_factor(s.lr_schedule, it, s.iterations)
         params = opt.step(params, grads)
         if s.perturb > 0:
             params = [p + s.perturb * torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)

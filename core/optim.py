@@ -1,9 +1,12 @@
 """Ascent updates on the latent (or pixel) variables; each maximises, taking the objective's gradient."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 OPTIMISERS = ("adam", "momentum")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class Momentum:
@@ -52,6 +55,16 @@ class Adam:
 def default_lr(name: str) -> float:
     """The optimiser's own learning rate (used when neither the settings nor the model give one)."""
     return _CLASSES[_check(name)].default_lr
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the learning rate for update ``step`` (0-based) of ``total``. "cosine" anneals from 1 towards 0
+    (Loshchilov & Hutter), so a large early step climbs fast and the late steps settle instead of oscillating."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total))
+    raise ValueError(f"unknown learning-rate schedule '{schedule}'; choose from {', '.join(LR_SCHEDULES)}")
 
 
 def _check(name: str) -> str:

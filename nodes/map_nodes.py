@@ -59,7 +59,7 @@ class DDIMInvert:
                 "latent": ("LATENT", {"tooltip": "The photo, encoded with the same model's VAE (VAE Encode)."}),
                 "method": (["edict", "ddim"], {"default": "edict", "tooltip": "edict: exact inversion (two "
                            "coupled latents); ddim: approximate, for comparison."}),
-                "steps": ("INT", {"default": 10, "min": 1, "max": 1000, "tooltip": "Sampler steps actually run "
+                "steps": ("INT", {"default": MapSettings.steps, "min": 1, "max": 1000, "tooltip": "Sampler steps actually run "
                           "(each costs two model evaluations with EDICT)."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
                              "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the photo "
@@ -143,9 +143,8 @@ class LatentMAPAscent:
                 "iterations": ("INT", {"default": MapSettings.iterations, "min": 0, "max": 1000,
                                        "tooltip": "Gradient steps."}),
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.0005, "tooltip":
-                                  "0 = the model's measured step (the built-in model has one for momentum), else the "
-                                  "optimiser's default (adam 0.003; momentum 2.0, the public recipe's). Steps are "
-                                  "taken in the unit-scale (variance-preserving) latent."}),
+                                  "0 = the optimiser's default (adam 0.003; momentum 2.0, the public recipe's). Steps "
+                                  "are taken in the unit-scale (variance-preserving) latent."}),
                 "optimizer": (["momentum", "adam"], {"default": "momentum", "tooltip": "momentum: the public "
                               "recipe's clipped momentum update (the default); adam."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seeds the optional "

@@ -74,3 +74,17 @@ def test_a_checkpointed_run_resumes_with_its_settings_only(tmp_path, capsys):
     # An interrupted (partial) file still merges, with a warning.
     assert [r["image"] for r in load_shards([out], "bench")[0]] == ["a.png"]
     assert "partial" in capsys.readouterr().err
+
+
+def test_bench_recipe_candidates_parse_with_optional_lambda_and_schedule():
+    from benchmarks.bench_recipe import label, parse_candidate
+
+    plain = parse_candidate("20/1/20/momentum/-")
+    assert plain == {"steps": 20, "strength": 1.0, "iterations": 20, "optimizer": "momentum", "lr": None,
+                     "fidelity_weight": None}  # no schedule key: same settings as files written before the option
+    full = parse_candidate("10/1/30/momentum/0.5/10/cosine")
+    assert (full["lr"], full["fidelity_weight"], full["lr_schedule"]) == (0.5, 10.0, "cosine")
+    assert parse_candidate("10/1/30/adam/0.01/cosine")["fidelity_weight"] is None
+    assert "cosine" in label(full) and "lambda 10" in label(full)
+    with pytest.raises(ValueError, match="steps/strength"):
+        parse_candidate("10/1/30")

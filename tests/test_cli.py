@@ -103,15 +103,17 @@ def test_enhance_resumes_and_compare_writes_sheet_and_matrix(tmp_path, capsys):
     fast = ["--steps", "2", "--strength", "0.3", "--iterations", "1", "--fidelity", "mse"]
     out = tmp_path / "out"
     assert main(["enhance", str(img), "-o", str(out), "--prior", "brisque", "--report", str(tmp_path / "r.json"),
-                 "--monitor", "piqe", "--hack-reference", "peak", "--hack-margin", "7.5", "--units", "ve", *fast]) == 0
+                 "--monitor", "piqe", "--hack-reference", "peak", "--hack-margin", "7.5", "--units", "ve",
+                 "--lr-schedule", "cosine", *fast]) == 0
     done = out / "p_enhanced.png"
     assert load_image(done).shape == (1, 3, 48, 64)
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["history"]) == 2 and report["settings"]["prior"] == "brisque"
     assert report["settings"]["monitors"] == ["piqe"] and "monitors" in report["history"][0]
     assert (report["settings"]["hack_reference"], report["settings"]["hack_margin"]) == ("peak", 7.5)
-    # the built-in model's measured momentum step, in the units asked for
-    assert (report["settings"]["units"], report["settings"]["lr"]) == ("ve", 0.25)
+    # the recipe's momentum step, in the units asked for
+    assert (report["settings"]["units"], report["settings"]["lr"]) == ("ve", 2.0)
+    assert report["settings"]["lr_schedule"] == "cosine"
     stamp = done.stat().st_mtime_ns
     assert main(["enhance", str(img), "-o", str(out), "--prior", "brisque", *fast]) == 0
     assert "skipping 1 image" in capsys.readouterr().out

@@ -84,11 +84,6 @@ class Denoiser:
         full = self._full_sigmas(total).to(torch.float64)
         return full[-(keep + 1):].clone()
 
-    #: Measured learning rates of MAP ascent for this model, by optimiser name (``{"momentum": 0.25}``):
-    #: what ``MapSettings(lr=None)`` uses. Empty: the optimiser's own default, which is the public recipe's
-    #: step for Stable Diffusion's latent.
-    map_lr: dict = {}
-
     #: The wrapped network, if any: ``device``, ``dtype`` and ``to`` follow it.
     network: Optional[torch.nn.Module] = None
 

@@ -184,10 +184,6 @@ class BuiltinDenoiser(Denoiser):
     ``sigma_min <= sigma <= sigma_max`` (the training range) and at sigma 0.
     """
 
-    #: The public recipe's step (momentum lr 2) overshoots on this model; a smaller step reaches the same prior
-    #: gain with 30 iterations and keeps more of the photo (README: bench_recipe, bench_map).
-    map_lr = {"momentum": 0.25}
-
     def __init__(self, net: BuiltinUNet, config: dict):
         super().__init__(config["sigma_min"], config["sigma_max"])
         self.net = self.network = net
