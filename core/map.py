@@ -230,8 +230,8 @@ INVERSION_METHODS = ("edict", "ddim")
 
 
 def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.steps, strength: float = 1.0, *,
-           mix: float = 0.93,
-           method: str = "edict", cond: Any = None, sigmas: Optional[torch.Tensor] = None) -> Inversion:
+           mix: float = 0.93, method: str = "edict", cond: Any = None,
+           sigmas: Optional[torch.Tensor] = None) -> Inversion:
     """Invert a clean latent (``codec.encode(image)``) at ``strength`` with ``steps`` steps.
 
     ``sigmas`` overrides the denoiser's own schedule (ComfyUI passes its scheduler's).
