@@ -324,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     from .core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
-    from .core.optim import LR_SCHEDULES
+    from .core.optim import LR_SCHEDULES, OPTIMISERS
 
     def map_options(p):
         from .core.qmap import WEIGHT_NORMALISATIONS
@@ -335,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--strength", type=float, default=d.strength,
                        help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")
         p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
-        p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "momentum"])
+        p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMISERS))
         p.add_argument("--lr", type=float, default=None,
                        help="learning rate (default: the optimiser's, momentum 2 as in the public recipe)")
         p.add_argument("--lr-schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),

@@ -53,7 +53,7 @@ class Adam:
 
 
 def default_lr(name: str) -> float:
-    """The optimiser's own learning rate (used when neither the settings nor the model give one)."""
+    """The optimiser's own learning rate (what ``MapSettings(lr=None)`` takes)."""
     return _CLASSES[_check(name)].default_lr
 
 
