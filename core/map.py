@@ -358,9 +358,13 @@ def ascend_inversion(
     report = result["report"]
     report["settings"] = _settings_record(s, lam, prior, monitors, type(den.inner).__name__)
     report["settings"]["inversion"] = inversion.method
-    # The first iterate is sample(invert(x)) decoded: its distance to x is the inversion error.
-    recon = result["first_image"]
-    report["inversion_error"] = float((recon - ref).norm() / ref.norm())
+    # The first iterate samples the inverted pair: its distance to the inverted latent is the sampler's
+    # round-trip error (EDICT: rounding only), kept apart from the VAE's own reconstruction error.
+    lat0 = usable(inversion.latent).detach().double()
+    report["inversion_error"] = float((result["first_latent"].double() - lat0).norm() / lat0.norm())
+    with torch.no_grad():
+        recon = codec.decode(usable(inversion.latent)).float().clamp(0, 1)
+    report["codec_error"] = float((recon - ref).norm() / ref.norm())
     report["denoiser_evals"] = den.count
     return MapResult(image=result["image"], report=report, pair=tuple(result["params"]), latent=result["latent"])
 
@@ -402,7 +406,7 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
     report = result["report"]
     report["settings"] = _settings_record(s, lam, prior, monitors, "pixels")
     report["settings"]["units"] = "pixels"
-    report["inversion_error"] = 0.0
+    report["inversion_error"] = report["codec_error"] = 0.0
     report["denoiser_evals"] = 0
     return MapResult(image=result["image"], report=report)
 
@@ -410,20 +414,22 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
 def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, ref, size) -> dict:
     """The ascent loop shared by latent and pixel MAP: best iterate, NaN guard, hack guard, early stop."""
     t0 = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    on_cuda = params[0].device.type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(params[0].device)
     gen = torch.Generator(device=params[0].device).manual_seed(s.seed)
     opt = make_optimiser(s.optimizer, params, s.lr)
     base_lr = opt.lr  # the schedule scales this; the NaN guard halves it
     crop = lambda img: img[..., : size[0], : size[1]]  # noqa: E731
     history, events = [], []
     best = {"objective": -math.inf}
-    base_monitors, stale, first_image, nan_reverts = None, 0, None, 0
+    base_monitors, stale, first_latent, nan_reverts = None, 0, None, 0
     for it in range(s.iterations + 1):
         j, grads = evaluate(params)
         j = float(j)
         img = seen["image"]
-        first_image = img if first_image is None else first_image
+        if it == 0:
+            first_latent = seen.get("latent")
         finite = math.isfinite(j) and all(torch.isfinite(g).all() for g in grads)
         entry = {"iteration": it, "objective": j, "score": float(seen["score"].mean()),
                  "fidelity": float(seen["fidelity"].mean()), "seconds": time.perf_counter() - t0}
@@ -498,12 +504,12 @@ def _optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback,
         "best_iteration": best["iteration"],
         "iterations_run": len(history),
         "wall_seconds": time.perf_counter() - t0,
-        "peak_memory_bytes": (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+        "peak_memory_bytes": (torch.cuda.max_memory_allocated(params[0].device) if on_cuda
                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
         "input_scores": _named_scores(prior, monitors, in_img),
         "output_scores": _named_scores(prior, monitors, out_img),
         "psnr_vs_input": psnr(out_img, in_img),
         "ssim_vs_input": ssim(out_img, in_img),
     }
-    return {"image": out_img, "report": report, "params": best["params"], "first_image": first_image,
+    return {"image": out_img, "report": report, "params": best["params"], "first_latent": first_latent,
             "latent": best["latent"]}

@@ -88,3 +88,22 @@ def test_bench_recipe_candidates_parse_with_optional_lambda_and_schedule():
     assert "cosine" in label(full) and "lambda 10" in label(full)
     with pytest.raises(ValueError, match="steps/strength"):
         parse_candidate("10/1/30")
+
+
+def test_bench_sd_measures_a_saved_random_pipeline_through_the_product_loader(tmp_path, capsys):
+    """The GPU benchmark's own machinery, at toy width on the CPU: a pipeline saved and loaded back
+    with load_model, the defaults' loop, per-part timings, memory at two step counts."""
+    from benchmarks import bench_sd
+
+    out = tmp_path / "sd.json"
+    bench_sd.main(["--scale", "tiny", "--size", "32", "--dtypes", "fp32", "--steps", "2", "--iterations", "1",
+                   "--memory-steps", "1,3", "--device", "cpu", "--out", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["denoiser_evals"] == 2 * 2 + 2 * (4 * 2)  # inversion, then 2 evaluated iterates
+    assert row["inversion_error"] < 1e-6
+    assert set(row["memory_by_steps"]) == {"1", "3"}
+    parts = row["components"]
+    assert parts["network_with_vjp"] > 0 and parts["iteration_estimate"] > 4 * parts["network"]
+    assert "| fp32 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown dtype"):
+        bench_sd.main(["--dtypes", "fp8", "--device", "cpu"])
