@@ -81,6 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--save-images", default=None, metavar="DIR",
                     help="write one labelled sheet per photo (clean, input, each method) to DIR")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu (the README's tables) or cuda")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "map.json"),
                     help="result JSON; rewritten after every image (marked partial until the run ends)")
     ap.add_argument("--resume", action="store_true",
@@ -108,14 +109,15 @@ def main(argv=None) -> None:
 
     files = dev_files()[args.start:]
     files = files[:args.limit] if args.limit is not None else files
-    prior = priors.load(args.prior)
+    dev = torch.device(args.device)
+    prior = priors.load(args.prior, device=dev)
     cnniqa_path = DATA / "weights" / "cnniqa_live_gray.safetensors"
-    held = [priors.load(f"cnniqa:{cnniqa_path}") if n == "cnniqa" else priors.load(n)
+    held = [priors.load(f"cnniqa:{cnniqa_path}" if n == "cnniqa" else n, device=dev)
             for n in args.held_out.split(",")]
     methods = args.methods.split(",")
-    models = {"builtin": lambda: load_builtin(),
-              "bfcnn": lambda: from_denoiser(load_bfcnn(DATA / "weights" / "bfcnn_color_bsd300_sigma0-100.safetensors"),
-                                             0, 100 / 255, residual=True)}
+    models = {"builtin": lambda: load_builtin(device=dev),
+              "bfcnn": lambda: from_denoiser(load_bfcnn(DATA / "weights" / "bfcnn_color_bsd300_sigma0-100.safetensors",
+                                                        device=dev), 0, 100 / 255, residual=True)}
     dens = {m: models[m]() for m in methods if m in models}
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
                              optimizer=args.optimizer, lr=args.lr, units=args.units)
@@ -124,7 +126,7 @@ def main(argv=None) -> None:
     monitors = held if args.curve else ()
     if args.monitor:
         settings = dataclasses.replace(settings, hack_reference=args.hack_reference, hack_margin=args.hack_margin)
-        monitors = [priors.load(n) for n in args.monitor.split(",")]
+        monitors = [priors.load(n, device=dev) for n in args.monitor.split(",")]
     latent_settings = settings if args.latent_lr is None else dataclasses.replace(settings, lr=args.latent_lr)
     pixel_settings = settings if args.pixel_lr is None else dataclasses.replace(settings, lr=args.pixel_lr)
     rows, seconds0 = resume_rows(args.out, vars(args), "bench_map", ignore=_OUTPUT_ONLY) if args.resume else ([], 0.0)
@@ -134,7 +136,8 @@ def main(argv=None) -> None:
         if i in done:
             continue
         clean = centre_crop(load_image(f), args.crop)
-        noisy = degrade(clean, seed=i)
+        noisy = degrade(clean, seed=i)  # on the CPU, so every device sees the same input
+        clean, noisy = clean.to(dev), noisy.to(dev)
         outs, curves, best_it, prior_curve = {"input": noisy}, {}, {}, {}
         for m in methods:
             res = (M.ascend_pixels(noisy, prior, pixel_settings, monitors=monitors) if m == "pixel"
