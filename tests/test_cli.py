@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -137,6 +138,10 @@ def test_enhance_with_a_stable_diffusion_folder(tmp_path):
     pipe = save_tiny_sd_pipeline(tmp_path / "sd")
     m = load_model(str(pipe), device="cpu")
     assert m.codec.factor == 8 and m.cond.shape == (1, 8, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the dtype is passed under the installed diffusers' name
+        half = load_model(str(pipe), device="cpu", dtype=torch.bfloat16)
+    assert half.denoiser.dtype == half.codec.vae.dtype == torch.bfloat16
     img = _photo(tmp_path / "p.png", size=(60, 44))
     assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--model", str(pipe), "--prior", "brisque",
                  "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu"]) == 0

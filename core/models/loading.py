@@ -52,10 +52,10 @@ def _load_sd(path: Path, device, dtype) -> LoadedModel:
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
-            pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True,
+            pipe = StableDiffusionPipeline.from_pretrained(path, **_dtype_kwarg(dtype), local_files_only=True,
                                                            safety_checker=None, requires_safety_checker=False)
         else:
-            pipe = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
+            pipe = StableDiffusionPipeline.from_single_file(str(path), **_dtype_kwarg(dtype), local_files_only=True)
     except (OSError, ValueError, EnvironmentError) as e:
         raise RuntimeError(f"could not load Stable Diffusion model from {path} offline: {e}") from None
     pipe.to(device)
@@ -66,3 +66,13 @@ def _load_sd(path: Path, device, dtype) -> LoadedModel:
                              return_tensors="pt").input_ids.to(device)
         emb = pipe.text_encoder(ids)[0]
     return LoadedModel(from_diffusers(pipe.unet, pipe.scheduler), VAECodec(pipe.vae), emb, f"Stable Diffusion {path}")
+
+
+def _dtype_kwarg(dtype) -> dict:
+    """diffusers renamed ``torch_dtype`` to ``dtype`` (the old name now warns); releases before the rename
+    know only the old name, so ask the installed one."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (arrived with the rename)
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
