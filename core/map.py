@@ -321,7 +321,8 @@ def ascend_inversion(
     with torch.inference_mode(False):
         for module in (den.network, getattr(codec, "vae", None), prior, *monitors):
             autograd_safe(module)
-        if ref is None:
+        ref_given = ref is not None
+        if not ref_given:
             with torch.no_grad():
                 ref = codec.decode(usable(inversion.latent)).float().clamp(0, 1)
         ref = usable(ref).detach().float()
@@ -362,9 +363,11 @@ def ascend_inversion(
     # round-trip error (EDICT: rounding only), kept apart from the VAE's own reconstruction error.
     lat0 = usable(inversion.latent).detach().double()
     report["inversion_error"] = float((result["first_latent"].double() - lat0).norm() / lat0.norm())
-    with torch.no_grad():
-        recon = codec.decode(usable(inversion.latent)).float().clamp(0, 1)
-    report["codec_error"] = float((recon - ref).norm() / ref.norm())
+    report["codec_error"] = 0.0  # without a ref, fidelity is measured against the decoded latent itself
+    if ref_given:
+        with torch.no_grad():
+            recon = codec.decode(usable(inversion.latent)).float().clamp(0, 1)
+        report["codec_error"] = float((recon - ref).norm() / ref.norm())
     report["denoiser_evals"] = den.count
     return MapResult(image=result["image"], report=report, pair=tuple(result["params"]), latent=result["latent"])
 
