@@ -118,15 +118,16 @@ def _photo(g: Graph, col=0, row=0, size=512):
     return scaled
 
 
-def _sd(g: Graph, photo, col=1, steps=20, strength=1.0):
-    """Checkpoint, prompt, VAE Encode and DDIM Invert: the start of every SD workflow."""
+def _sd(g: Graph, photo, col=1, **invert):
+    """Checkpoint, prompt, VAE Encode and DDIM Invert (``invert``: its widgets; the rest keep the node's
+    defaults, which are the library's): the start of every SD workflow."""
     ckpt = g.add("CheckpointLoaderSimple", col, 0, ckpt_name="v1-5-pruned-emaonly.safetensors")
     text = g.add("CLIPTextEncode", col, 2, title="Prompt (empty is fine)", text="a high quality photo")
     g.link(ckpt, "CLIP", text, "clip")
     enc = g.add("VAEEncode", col, 4)
     g.link(photo, "IMAGE", enc, "pixels")
     g.link(ckpt, "VAE", enc, "vae")
-    return ckpt, _invert(g, ckpt, "MODEL", enc, positive=text, col=col + 1, steps=steps, strength=strength)
+    return ckpt, _invert(g, ckpt, "MODEL", enc, positive=text, col=col + 1, **invert)
 
 
 def _invert(g: Graph, model_src, model_out, latent_src, positive=None, col=2, **kw):
@@ -191,7 +192,7 @@ def sd15_basic() -> Graph:
     photo = _photo(g)
     ckpt, inv = _sd(g, photo)
     prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
-    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 0, iterations=20)
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 0)
     _finish(g, asc, ckpt, "VAE", 4, 0, "iqa_map_sd15", prior)
     return g
 
@@ -204,7 +205,7 @@ def sd15_compare() -> Graph:
     ckpt, inv = _sd(g, photo)
     for i, name in enumerate(("niqe", "brisque", "piqe")):
         prior = g.add("IQAMAP_LoadIQAPrior", 2, 3 + 2 * i, title=f"Prior: {name}", name=name)
-        asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 4 * i, title=f"Ascent ({name})", iterations=20)
+        asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 4 * i, title=f"Ascent ({name})")
         _finish(g, asc, ckpt, "VAE", 4, 4 * i, f"iqa_map_compare_{name}", prior)
     return g
 
@@ -221,7 +222,7 @@ def sd15_fused() -> Graph:
     g.link(p[1], "prior", fused, "prior_2")
     g.link(p[2], "prior", fused, "prior_3")
     monitor = g.add("IQAMAP_LoadIQAPrior", 3, 7, title="Monitor (hack guard)", name="builtin")
-    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", fused, inv, 4, 0, monitor=monitor, iterations=20)
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", fused, inv, 4, 0, monitor=monitor)
     _finish(g, asc, ckpt, "VAE", 5, 0, "iqa_map_fused", fused)
     return g
 
