@@ -17,10 +17,20 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+# torch's names, resolved when the model is loaded: ``--help`` must not pay for importing torch.
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+FUSION_HELP = ("how several --prior scores combine (calibrated 0-100): mean (default), geometric (one low score "
+               "drags the result down) or softmin (close to the worst member)")
 
 
 class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, DTYPES[name])
 
 
 def _split_weight(spec: str, default: float | None = 1.0) -> tuple[str, float | None]:
@@ -102,7 +112,7 @@ def cmd_enhance(args) -> int:
         raise CliError("none of the inputs can be used")
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
     settings = _settings_from(args)
     reports = {}
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
@@ -118,7 +128,7 @@ def cmd_enhance(args) -> int:
         bar.close()
         dest = save_image(res.image, out / f"{f.stem}_enhanced.png", protect=files)
         r = res.report
-        reports[str(f)] = {**r, "output": str(dest)}
+        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype}
         print(f"{f.name}: {prior.name} {r['input_scores'][prior.name]:.3f} -> {r['output_scores'][prior.name]:.3f}, "
               f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
         for ev in r["events"]:
@@ -169,7 +179,7 @@ def cmd_compare(args) -> int:
     img = load_image(args.input)
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
     settings = _settings_from(args)
     results = {}
     for prior in tqdm(loaded, desc="priors", unit="prior"):
@@ -335,7 +345,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--strength", type=float, default=d.strength,
                        help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")
         p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
-        p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMISERS))
+        p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMISERS),
+                       help="momentum: the public recipe's clipped update, for calibrated 0-100 priors (default); "
+                            "adam: for uncalibrated priors (lr 0.003)")
         p.add_argument("--lr", type=float, default=None,
                        help="learning rate (default: the optimiser's, momentum 2 as in the public recipe)")
         p.add_argument("--lr-schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
@@ -347,7 +359,11 @@ def parser() -> argparse.ArgumentParser:
                        help="nlpd | mse | ssim | none, optional weight lambda (default %(default)s)")
         p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")
         p.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
-        p.add_argument("--seed", type=int, default=d.seed)
+        p.add_argument("--seed", type=int, default=d.seed,
+                       help="seed of the optional perturbation; the same seed gives the same output")
+        p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
+                       help="precision of the diffusion model's network (the sampler's state stays float64): "
+                            "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
         p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
                        help="weight the fidelity by the input's quality map (good regions held closer, damaged "
                             "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
@@ -369,10 +385,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="output folder (<stem>_enhanced.png)")
     e.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]",
                    help="NR-IQA prior; repeat to fuse several (default: builtin)")
-    e.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"])
+    e.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"], help=FUSION_HELP)
     e.add_argument("--monitor", action="append", default=[], metavar="NAME",
                    help="held-out prior for the hack guard (scored, never optimised)")
-    e.add_argument("--on-hack", default="stop", choices=["stop", "warn"])
+    e.add_argument("--on-hack", default="stop", choices=["stop", "warn"],
+                   help="when a monitor falls while the prior rises: stop at the last iterate before (default) "
+                        "or only note it in the report")
     e.add_argument("--hack-margin", type=float, default=MapSettings.hack_margin,
                    help="monitor drop (calibrated points) that counts as hacking (default %(default)s)")
     e.add_argument("--hack-reference", default=HACK_REFERENCES[0], choices=HACK_REFERENCES,
@@ -409,7 +427,7 @@ def parser() -> argparse.ArgumentParser:
                         "softmax, or the best per tile")
     rk.add_argument("inputs", nargs="+", help="candidate images (same scene, same size) or a folder of them")
     rk.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]", help="default: builtin")
-    rk.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"])
+    rk.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"], help=FUSION_HELP)
     rk.add_argument("--mode", default="argmax", choices=["argmax", "softmax", "tiles"])
     rk.add_argument("--temperature", type=float, default=5.0, help="softmax temperature, calibrated points")
     rk.add_argument("--seed", type=int, default=0)
@@ -442,6 +460,16 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _explain(e: BaseException) -> str:
+    """The message for an error the user can act on; out-of-memory gets what to change."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's, a RuntimeError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (f"out of memory ({first})\n  try --dtype fp16 (halves a Stable Diffusion model's GPU memory), a "
+                "smaller image, or --device cpu; more or fewer --steps makes no difference (the gradient's "
+                "memory does not grow with them)")
+    return str(e)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -449,8 +477,8 @@ def main(argv=None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, MemoryError) as e:
+        print(f"error: {_explain(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept and are skipped on the next run", file=sys.stderr)

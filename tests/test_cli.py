@@ -146,4 +146,26 @@ def test_enhance_with_a_stable_diffusion_folder(tmp_path):
     assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--model", str(pipe), "--prior", "brisque",
                  "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu"]) == 0
     assert load_image(tmp_path / "out" / "p_enhanced.png").shape == (1, 3, 44, 60)
+    # --dtype reaches the network (bf16: the CPU's half precision) and the report says which was used
+    assert main(["enhance", str(img), "-o", str(tmp_path / "bf"), "--model", str(pipe), "--prior", "brisque",
+                 "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu", "--dtype", "bf16",
+                 "--report", str(tmp_path / "bf.json")]) == 0
+    report = json.loads((tmp_path / "bf.json").read_text())
+    assert report["dtype"] == "bf16" and report["model"] == str(pipe)
+    assert report["inversion_error"] < 1e-2 and np.isfinite(report["psnr_vs_input"])
     assert main(["enhance", str(img), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "nope")]) != 0
+
+
+def test_out_of_memory_says_what_to_change(tmp_path, capsys, monkeypatch):
+    """A GPU out-of-memory error is a one-line error with the fix (fp16), not a traceback, exit != 0."""
+    from iqa_map.core.models import loading
+
+    def too_big(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
+
+    monkeypatch.setattr(loading, "load_model", too_big)
+    img = _photo(tmp_path / "p.png", size=(64, 64))
+    assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--prior", "brisque"]) != 0
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "--dtype fp16" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "p_enhanced.png").exists()
