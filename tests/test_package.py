@@ -76,3 +76,30 @@ def test_no_runtime_installs():
     for p in files:
         text = p.read_text()
         assert "subprocess" not in text and "pip.main" not in text and "ensurepip" not in text, p
+
+
+def _github_slug(heading: str) -> str:
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+def test_documentation_links_resolve():
+    """Every relative link in the README and docs/ names a file that exists and, with #anchor, a heading in it
+    (GitHub's slugs): moving a section must not leave dead links behind."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    anchors = {}
+    for doc in docs:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        anchors[doc.resolve()] = {_github_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    dead = []
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc.resolve()
+            if not dest.exists():
+                dead.append(f"{doc.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors.get(dest, set()):
+                dead.append(f"{doc.name}: {target} (no such heading)")
+    assert not dead, "\n".join(dead)
