@@ -149,7 +149,8 @@ def _settings_from(args, fidelity=None):
         lr=args.lr, lr_schedule=args.lr_schedule, units=args.units, fidelity=fid_name, fidelity_weight=fid_w,
         seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
-        hack_margin=getattr(args, "hack_margin", 10.0), hack_reference=getattr(args, "hack_reference", "start"),
+        hack_margin=getattr(args, "hack_margin", mapping.MapSettings.hack_margin),
+        hack_reference=getattr(args, "hack_reference", mapping.MapSettings.hack_reference),
         adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
         adaptive_normalise=getattr(args, "adaptive_normalise", "worst"),
         adaptive_floor=getattr(args, "adaptive_floor", 0.1))
@@ -394,7 +395,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--hack-margin", type=float, default=MapSettings.hack_margin,
                    help="monitor drop (calibrated points) that counts as hacking (default %(default)s)")
     e.add_argument("--hack-reference", default=HACK_REFERENCES[0], choices=HACK_REFERENCES,
-                   help="measure the drop from the monitor's score on the input (start) or its best so far (peak)")
+                   help="measure the drop from the monitor's best score so far (peak, default) or from its score on the "
+                        "input (start)")
     map_options(e)
     e.add_argument("--report", default=None, help="write the JSON report here")
     e.add_argument("--force", action="store_true", help="redo images whose output already exists")

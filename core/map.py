@@ -24,7 +24,7 @@ from .objective import DEFAULT_WEIGHT, Fidelity
 from .optim import LR_SCHEDULES, default_lr, lr_factor, make as make_optimiser
 
 
-HACK_REFERENCES = ("start", "peak")  # what a monitor's fall is measured from (the default first)
+HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
 LATENT_UNITS = ("vp", "ve")  # the coordinates the latent pair is optimised in (the default first)
 
 
@@ -47,7 +47,7 @@ class MapSettings:
     patience: Optional[int] = None  # stop after this many iterations without improvement
     hack_margin: float = 10.0       # hack guard: monitor drop (calibrated points) that counts as hacking
     on_hack: str = "stop"           # "stop" or "warn"
-    hack_reference: str = "start"   # a monitor's drop is measured from "start" (the input) or its "peak" so far
+    hack_reference: str = "peak"    # a monitor's drop is measured from its "peak" so far or from the "start"
     adaptive_fidelity: Optional[str] = None  # prior whose quality map weights the fidelity ("prior" = the optimised one)
     adaptive_floor: float = 0.1     # fidelity weight of the worst region relative to the best
     adaptive_normalise: str = "worst"  # "worst": damaged regions keep lambda, good ones held tighter; "mean": same total

@@ -181,15 +181,15 @@ class LatentMAPAscent:
                                        "(more prior gain, damaged regions drift more)."}),
                 # New widgets go last: saved graphs list widget values by position.
                 "hack_reference": (list(HACK_REFERENCES), {"default": HACK_REFERENCES[0], "tooltip": "Measure the monitor's drop "
-                                   "from its score on the photo (start) or from its best score so far (peak: "
-                                   "catches a judge that first rises, then falls as the prior is fooled)."}),
+                                   "from its best score so far (peak, default: catches a judge that first rises, "
+                                   "then falls) or from its score on the photo (start)."}),
             },
         }
 
     def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0,
                iterations=MapSettings.iterations, learning_rate=0.0, optimizer="momentum", seed=0, mask=None,
                monitor=None, hack_margin=10.0, on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off",
-               adaptive_floor=0.1, adaptive_normalise="worst", hack_reference="start"):
+               adaptive_floor=0.1, adaptive_normalise="worst", hack_reference=MapSettings.hack_reference):
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")
