@@ -17,20 +17,12 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
-# torch's names, resolved when the model is loaded: ``--help`` must not pay for importing torch.
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FUSION_HELP = ("how several --prior scores combine (calibrated 0-100): mean (default), geometric (one low score "
                "drags the result down) or softmin (close to the worst member)")
 
 
 class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return getattr(torch, DTYPES[name])
 
 
 def _split_weight(spec: str, default: float | None = 1.0) -> tuple[str, float | None]:
@@ -90,7 +82,7 @@ def cmd_enhance(args) -> int:
 
     from .core import map as mapping
     from .core.imageio import load_image, save_image
-    from .core.models.loading import load_model
+    from .core.models.loading import DTYPES, load_model
 
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
@@ -112,7 +104,7 @@ def cmd_enhance(args) -> int:
         raise CliError("none of the inputs can be used")
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = load_model(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     settings = _settings_from(args)
     reports = {}
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
@@ -172,7 +164,7 @@ def cmd_compare(args) -> int:
     from .core import map as mapping
     from .core import priors as P
     from .core.imageio import load_image, save_image
-    from .core.models.loading import load_model
+    from .core.models.loading import DTYPES, load_model
     from .sheets import contact_sheet, same_size
 
     if len(args.prior) < 2:
@@ -180,7 +172,7 @@ def cmd_compare(args) -> int:
     img = load_image(args.input)
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
-    model = load_model(args.model, device=args.device, dtype=_torch_dtype(args.dtype))
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
     settings = _settings_from(args)
     results = {}
     for prior in tqdm(loaded, desc="priors", unit="prior"):
@@ -335,6 +327,7 @@ def parser() -> argparse.ArgumentParser:
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     from .core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
+    from .core.models.loading import DTYPES
     from .core.optim import LR_SCHEDULES, OPTIMISERS
 
     def map_options(p):

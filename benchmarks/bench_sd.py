@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from iqa_map.core.models.loading import DTYPES
+
 REPO = Path(__file__).resolve().parents[1]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def photo(size: int) -> torch.Tensor:

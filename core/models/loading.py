@@ -18,6 +18,10 @@ class LoadedModel:
     description: str = ""
 
 
+# The precisions a user can name (command line, benchmarks) for a model's network.
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def load_model(spec: str = "builtin", device=None, dtype=torch.float32) -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
     a diffusers Stable Diffusion folder (with ``model_index.json``); or a single-file SD checkpoint.
