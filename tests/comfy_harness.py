@@ -6,12 +6,14 @@ Everything ComfyUI writes goes to a temporary base directory.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +40,18 @@ def comfy_python() -> str:
     return os.environ.get("COMFYUI_PYTHON", sys.executable)
 
 
+@functools.lru_cache(maxsize=None)
+def _pack_on_path() -> str:
+    """A folder holding the pack as ``iqa_map``, so the in-process scripts import it as the library does
+    without ``pip install -e`` into ComfyUI's Python (ComfyUI itself loads it from custom_nodes)."""
+    root = Path(tempfile.mkdtemp(prefix="iqa_map_pack_"))
+    os.symlink(REPO, root / "iqa_map")
+    return str(root)
+
+
 def run_script(script: str, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COMFYUI_PATH": str(comfyui_path()), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(p for p in (_pack_on_path(), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "COMFYUI_PATH": str(comfyui_path()), "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.run([comfy_python(), str(SCRIPTS / script), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(comfyui_path()))
 
