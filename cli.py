@@ -104,7 +104,7 @@ def cmd_enhance(args) -> int:
         raise CliError("none of the inputs can be used")
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config)
     settings = _settings_from(args)
     reports = {}
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
@@ -172,7 +172,7 @@ def cmd_compare(args) -> int:
     img = load_image(args.input)
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config)
     settings = _settings_from(args)
     results = {}
     for prior in tqdm(loaded, desc="priors", unit="prior"):
@@ -335,6 +335,9 @@ def parser() -> argparse.ArgumentParser:
 
         d = MapSettings()
         p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers folder> | <checkpoint>")
+        p.add_argument("--model-config", metavar="DIR",
+                       help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
+                            "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
         p.add_argument("--steps", type=int, default=d.steps, help="EDICT steps (default %(default)s)")
         p.add_argument("--strength", type=float, default=d.strength,
                        help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")

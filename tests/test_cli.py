@@ -169,3 +169,31 @@ def test_out_of_memory_says_what_to_change(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "out of memory" in err and "--dtype fp16" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "p_enhanced.png").exists()
+
+
+def test_single_file_checkpoints_are_checked_and_say_what_they_need(tmp_path, capsys, monkeypatch):
+    """Wrong files are refused from their header; a real-looking one without configs names --model-config."""
+    import huggingface_hub.constants as hfc
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))  # whatever the machine has cached
+    img = _photo(tmp_path / "p.png", size=(64, 64))
+    sd1 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+           "first_stage_model.encoder.conv_in.weight": torch.zeros(8, 3, 3, 3),
+           "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": torch.zeros(77, 8)}
+    files = {"lora.safetensors": {"lora_unet_down.alpha": torch.zeros(1)},
+             "sdxl.safetensors": {**sd1, "conditioner.embedders.1.model.ln_final.weight": torch.zeros(8)},
+             "sd1.safetensors": sd1}
+    for name, tensors in files.items():
+        save_file(tensors, str(tmp_path / name))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    cases = [(["--model", str(tmp_path / "lora.safetensors")], "not a single-file Stable Diffusion checkpoint"),
+             (["--model", str(tmp_path / "junk.safetensors")], "not a readable safetensors file"),
+             (["--model", str(tmp_path / "sdxl.safetensors")], "SDXL"),
+             (["--model", str(tmp_path / "sd1.safetensors")], "--model-config"),
+             (["--model", str(tmp_path / "sd1.safetensors"), "--model-config", str(tmp_path)], "no model_index.json")]
+    for extra, expect in cases:
+        code = main(["enhance", str(img), "-o", str(tmp_path / "out"), "--device", "cpu", *extra])
+        err = capsys.readouterr().err
+        assert code != 0 and expect in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "out" / "p_enhanced.png").exists()

@@ -125,3 +125,42 @@ def test_adapter_inside_comfyui(tmp_path):
     assert r["decode_max_diff"] < 1e-5  # Decode == ComfyUI's VAEDecode
     assert "flow-matching" in r["flow_error"] and "SD1.x" in r["flow_error"]
     assert r["dncnn_inversion_error"] < 1e-4 and r["dncnn_image_shape"] == [1, 64, 64, 3]
+
+
+def test_single_file_checkpoint_loads_offline_with_model_config(tmp_path):
+    """--model <single file> --model-config <configs only>: the same network as the diffusers folder.
+
+    The single file is written with ComfyUI's key maps, a second implementation
+    of the LDM layout, so this checks diffusers' single-file loader through ours.
+    """
+    import shutil
+
+    import torch
+    from PIL import Image
+    from tiny_models import save_tiny_sd_pipeline
+
+    from iqa_map.cli import main
+    from iqa_map.core.models.loading import load_model
+
+    pipe = save_tiny_sd_pipeline(tmp_path / "sd")
+    out = run_script("to_single_file.py", pipe, tmp_path / "tiny.safetensors")
+    assert out.returncode == 0, out.stderr[-3000:]
+    configs = tmp_path / "configs"  # configs and tokenizer, no weights: what a user downloads once
+    shutil.copytree(pipe, configs, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    a = load_model(str(pipe), device="cpu")
+    b = load_model(str(tmp_path / "tiny.safetensors"), device="cpu", config=str(configs))
+    for ma, mb in ((a.denoiser.unet, b.denoiser.unet), (a.codec.vae, b.codec.vae)):
+        sa, sb = ma.state_dict(), mb.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].reshape(sa[k].shape)) for k in sa)
+    assert torch.equal(a.cond, b.cond)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(a.denoiser(x, torch.tensor([3.0]), a.cond), b.denoiser(x, torch.tensor([3.0]), b.cond),
+                              atol=1e-5)
+    img = tmp_path / "p.png"
+    Image.open(comfyui_path() / "input" / "example.png").convert("RGB").crop((0, 0, 64, 48)).save(img)
+    assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "tiny.safetensors"),
+                 "--model-config", str(configs), "--prior", "brisque", "--steps", "2", "--iterations", "1",
+                 "--fidelity", "mse", "--device", "cpu", "--report", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (tmp_path / "out" / "p_enhanced.png").is_file() and report["inversion_error"] < 1e-2

@@ -22,12 +22,14 @@ class LoadedModel:
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def load_model(spec: str = "builtin", device=None, dtype=torch.float32) -> LoadedModel:
+def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None) -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
-    a diffusers Stable Diffusion folder (with ``model_index.json``); or a single-file SD checkpoint.
+    a diffusers Stable Diffusion folder (with ``model_index.json``); or a single-file SD 1.x/2.x checkpoint.
 
-    Nothing is downloaded: single-file checkpoints need their config in the local
-    Hugging Face cache, otherwise convert them to a diffusers folder first.
+    Nothing is downloaded. A single-file checkpoint holds weights only: its
+    component configs (and tokenizer) come from ``config``, a local diffusers
+    folder of the same architecture (configs without weights suffice), or else
+    from the Hugging Face cache.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if spec == "builtin":
@@ -44,24 +46,72 @@ def load_model(spec: str = "builtin", device=None, dtype=torch.float32) -> Loade
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' not found: use 'builtin', 'bfcnn:<file>', a diffusers "
                                 "Stable Diffusion folder or a single-file checkpoint")
-    return _load_sd(path, device, dtype)
+    if config is not None and path.is_dir():
+        raise ValueError("a model config is for single-file checkpoints; a diffusers folder carries its own")
+    return _load_sd(path, device, dtype, config)
 
 
-def _load_sd(path: Path, device, dtype) -> LoadedModel:
-    from diffusers import StableDiffusionPipeline
+# Key prefixes of single-file (original, "LDM") Stable Diffusion checkpoints.
+_LDM_UNET, _LDM_VAE, _SDXL_TEXT2 = "model.diffusion_model.", "first_stage_model.", "conditioner.embedders.1."
 
-    from .diffusers_adapter import from_diffusers
+
+def check_single_file(path: Path) -> None:
+    """Refuse, before any loading, a file that is not an SD 1.x/2.x checkpoint (reads the safetensors header only)."""
+    if path.suffix.lower() != ".safetensors":
+        return  # pickled .ckpt: only loading tells
+    from safetensors import safe_open
 
     try:
-        if path.is_dir():
-            if not (path / "model_index.json").is_file():
-                raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
-            pipe = StableDiffusionPipeline.from_pretrained(path, **_dtype_kwarg(dtype), local_files_only=True,
-                                                           safety_checker=None, requires_safety_checker=False)
-        else:
-            pipe = StableDiffusionPipeline.from_single_file(str(path), **_dtype_kwarg(dtype), local_files_only=True)
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as e:  # noqa: BLE001 - any header error means the same to the user
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from None
+    if any(k.startswith(_SDXL_TEXT2) for k in keys):
+        raise ValueError(f"{path} is an SDXL checkpoint: the command line and library load SD 1.x/2.x; "
+                         "use the ComfyUI nodes for SDXL")
+    missing = [p for p in (_LDM_UNET, _LDM_VAE) if not any(k.startswith(p) for k in keys)]
+    if missing:
+        raise ValueError(f"{path} is not a single-file Stable Diffusion checkpoint (no '{missing[0]}*' weights); "
+                         "give a full SD 1.x/2.x checkpoint (UNet, VAE and text encoder in one file) "
+                         "or a diffusers folder")
+
+
+def _load_sd(path: Path, device, dtype, config=None) -> LoadedModel:
+    from diffusers import StableDiffusionPipeline
+
+    from ..priors.weights import hf_offline
+    from .diffusers_adapter import from_diffusers
+
+    if path.is_dir() and not (path / "model_index.json").is_file():
+        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
+    if not path.is_dir():
+        check_single_file(path)
+        if config is not None and not (Path(config).expanduser() / "model_index.json").is_file():
+            raise ValueError(f"model config {config} is not a diffusers folder (no model_index.json)")
+    kw = {"config": str(Path(config).expanduser())} if config is not None else {}
+    from diffusers.utils import logging as dlog
+
+    verbosity = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # its "Attempting to download ..." is untrue offline; failures are reported below
+    try:
+        with hf_offline():  # never wait on the network: everything must be local
+            if path.is_dir():
+                pipe = StableDiffusionPipeline.from_pretrained(path, **_dtype_kwarg(dtype), local_files_only=True,
+                                                               safety_checker=None, requires_safety_checker=False)
+            else:
+                pipe = StableDiffusionPipeline.from_single_file(str(path), **_dtype_kwarg(dtype), local_files_only=True,
+                                                                safety_checker=None, requires_safety_checker=False,
+                                                                **kw)
     except (OSError, ValueError, EnvironmentError) as e:
-        raise RuntimeError(f"could not load Stable Diffusion model from {path} offline: {e}") from None
+        if not path.is_dir() and config is None and any(w in str(e) for w in ("Hub", "cache", "snapshot")):
+            e = "its configs are not in the local Hugging Face cache"  # diffusers' message is about the Hub
+        hint = ("" if path.is_dir() or config is not None else
+                "; a single-file checkpoint needs its architecture's configs: give a local diffusers folder of the "
+                "same architecture (its configs and tokenizer suffice, e.g. stable-diffusion-v1-5 without the "
+                "weights) with --model-config, or config= in the library")
+        raise RuntimeError(f"could not load Stable Diffusion model from {path} offline: {e}{hint}") from None
+    finally:
+        dlog.set_verbosity(verbosity)
     pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)

@@ -167,12 +167,12 @@ def offline_weights(weights_dir: str | os.PathLike | None = None, probe_timeout:
             _patch_everywhere(stack, clip_model._download, resolver.clip_download(clip_model._download), prefixes)
         if not _host_reachable("https://huggingface.co", probe_timeout):
             resolver.hf_offline = True
-            stack.enter_context(_hf_offline())
+            stack.enter_context(hf_offline())
         yield resolver
 
 
 @contextlib.contextmanager
-def _hf_offline():
+def hf_offline():
     """Offline mode for huggingface_hub / transformers, restored on exit."""
     keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     saved_env = {k: os.environ.get(k) for k in keys}
