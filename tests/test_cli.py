@@ -192,6 +192,10 @@ def test_single_file_checkpoints_are_checked_and_say_what_they_need(tmp_path, ca
              (["--model", str(tmp_path / "sdxl.safetensors")], "SDXL"),
              (["--model", str(tmp_path / "sd1.safetensors")], "--model-config"),
              (["--model", str(tmp_path / "sd1.safetensors"), "--model-config", str(tmp_path)], "no model_index.json")]
+    xl = tmp_path / "xl"
+    xl.mkdir()
+    (xl / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    cases.append((["--model", str(xl)], "SDXL pipeline"))
     for extra, expect in cases:
         code = main(["enhance", str(img), "-o", str(tmp_path / "out"), "--device", "cpu", *extra])
         err = capsys.readouterr().err

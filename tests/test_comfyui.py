@@ -123,6 +123,10 @@ def test_adapter_inside_comfyui(tmp_path):
     assert len(r["scores"]) == 3 and all(s == s for s in r["scores"])  # 2 iterations, finite scores
     assert r["latent_shape"] == [1, 4, 8, 8] and r["image_shape"] == [1, 64, 64, 3]
     assert r["decode_max_diff"] < 1e-5  # Decode == ComfyUI's VAEDecode
+    # SDXL through ComfyUI's SDXL model class: exact inversion, finite scores, and its pooled conditioning used
+    assert r["sdxl_model"] == "SDXL" and r["sdxl_inversion_error"] < 1e-4
+    assert len(r["sdxl_scores"]) == 3 and all(s == s for s in r["sdxl_scores"])
+    assert r["sdxl_latent_shape"] == [1, 4, 8, 8] and r["sdxl_pooled_changes_inversion"] > 1e-3
     assert "flow-matching" in r["flow_error"] and "SD1.x" in r["flow_error"]
     assert r["dncnn_inversion_error"] < 1e-4 and r["dncnn_image_shape"] == [1, 64, 64, 3]
 

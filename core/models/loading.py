@@ -76,14 +76,34 @@ def check_single_file(path: Path) -> None:
                          "or a diffusers folder")
 
 
+# Pipelines whose components are SD 1.x/2.x's (a 4-channel text-conditioned UNet, the KL VAE, one CLIP encoder).
+_SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+
+
+def check_pipeline_folder(path: Path) -> None:
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
+    import json
+
+    try:
+        name = json.loads(index.read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{index} is not a readable diffusers model index ({e})") from None
+    if name not in _SD_PIPELINES:
+        what = "an SDXL pipeline" if "XL" in name else f"a {name or 'unnamed'} pipeline"
+        raise ValueError(f"{path} is {what}: the command line and library load Stable Diffusion 1.x/2.x "
+                         f"({', '.join(_SD_PIPELINES)}); use the ComfyUI nodes for other models")
+
+
 def _load_sd(path: Path, device, dtype, config=None) -> LoadedModel:
     from diffusers import StableDiffusionPipeline
 
     from ..priors.weights import hf_offline
     from .diffusers_adapter import from_diffusers
 
-    if path.is_dir() and not (path / "model_index.json").is_file():
-        raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
+    if path.is_dir():
+        check_pipeline_folder(path)
     if not path.is_dir():
         check_single_file(path)
         if config is not None and not (Path(config).expanduser() / "model_index.json").is_file():

@@ -31,6 +31,30 @@ from iqa_map import NODE_CLASS_MAPPINGS as N  # noqa: E402
 from iqa_map.core import edict  # noqa: E402
 
 
+def sdxl_model():
+    """ComfyUI's SDXL model (model_base.SDXL: EPS, its adm embedder expects 1280 pooled + 6 x 256 size features)
+    around a narrow random UNet with SDXL's layout traits (linear transformers, sequential adm input)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+           "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+           "transformer_depth_middle": 1, "context_dim": 64, "use_linear_in_transformer": True,
+           "adm_in_channels": 2816, "num_classes": "sequential", "num_head_channels": 16,
+           "use_spatial_transformer": True, "legacy": False, "use_temporal_attention": False,
+           "use_temporal_resblock": False}
+    model = comfy.supported_models.SDXL(cfg).get_model({}, "model.diffusion_model.")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # ComfyUI's ops leave weights uninitialised (they come from files)
+        for name, p in model.diffusion_model.named_parameters():
+            if p.ndim <= 1:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
 def main():
     torch.set_num_threads(1)
     out = {}
@@ -68,6 +92,23 @@ def main():
         vinv, = N["IQAMAP_DDIMInvert"]().invert(vmodel, lat, "edict", 3, 0.5, positive=pos)
         _, vhist = N["IQAMAP_LatentMAPAscent"]().ascend(vmodel, vae, prior, vinv, iterations=1)
         out["vpred_inversion_error"] = json.loads(vhist)["inversion_error"]
+
+        # SDXL: ComfyUI's own SDXL model class (its size/pooled "adm" conditioning) around a narrow UNet, built
+        # in-process (a real SDXL checkpoint needs CLIP-G: gigabytes even with random weights). The
+        # conditioning is what CLIP Text Encode gives SDXL: token embeddings plus the pooled output.
+        xl = sdxl_model()
+        out["sdxl_model"] = type(xl.model).__name__
+
+        def xl_cond(pooled):
+            return [[torch.zeros(1, 77, 64), {"pooled_output": torch.full((1, 1280), pooled)}]]
+        xinv, = N["IQAMAP_DDIMInvert"]().invert(xl, lat, "edict", 3, 0.5, positive=xl_cond(0.0))
+        xres, xhist = N["IQAMAP_LatentMAPAscent"]().ascend(xl, vae, prior, xinv, iterations=2)
+        xreport = json.loads(xhist)
+        out["sdxl_inversion_error"] = xreport["inversion_error"]
+        out["sdxl_scores"] = [h["score"] for h in xreport["history"]]
+        out["sdxl_latent_shape"] = list(xres["samples"].shape)
+        other, = N["IQAMAP_DDIMInvert"]().invert(xl, lat, "edict", 3, 0.5, positive=xl_cond(1.0))
+        out["sdxl_pooled_changes_inversion"] = float((other.inversion.pair[0] - xinv.inversion.pair[0]).abs().max())
 
         # A flow-matching model must be refused with a clear message.
         class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
