@@ -104,7 +104,8 @@ def cmd_enhance(args) -> int:
         raise CliError("none of the inputs can be used")
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config)
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
+                       prompt=args.prompt)
     settings = _settings_from(args)
     reports = {}
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
@@ -120,7 +121,7 @@ def cmd_enhance(args) -> int:
         bar.close()
         dest = save_image(res.image, out / f"{f.stem}_enhanced.png", protect=files)
         r = res.report
-        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype}
+        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype, "prompt": args.prompt}
         print(f"{f.name}: {prior.name} {r['input_scores'][prior.name]:.3f} -> {r['output_scores'][prior.name]:.3f}, "
               f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
         for ev in r["events"]:
@@ -172,7 +173,8 @@ def cmd_compare(args) -> int:
     img = load_image(args.input)
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config)
+    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
+                       prompt=args.prompt)
     settings = _settings_from(args)
     results = {}
     for prior in tqdm(loaded, desc="priors", unit="prior"):
@@ -334,10 +336,13 @@ def parser() -> argparse.ArgumentParser:
         from .core.qmap import WEIGHT_NORMALISATIONS
 
         d = MapSettings()
-        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers folder> | <checkpoint>")
+        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
+                       "<single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",
                        help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
+        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
+                       "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
         p.add_argument("--steps", type=int, default=d.steps, help="EDICT steps (default %(default)s)")
         p.add_argument("--strength", type=float, default=d.strength,
                        help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")

@@ -154,6 +154,15 @@ def test_enhance_with_a_stable_diffusion_folder(tmp_path):
     assert report["dtype"] == "bf16" and report["model"] == str(pipe)
     assert report["inversion_error"] < 1e-2 and np.isfinite(report["psnr_vs_input"])
     assert main(["enhance", str(img), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "nope")]) != 0
+    # --prompt: the text encoder's embedding of it conditions the UNet (guidance 1); empty is the default
+    described = load_model(str(pipe), device="cpu", prompt="a b")
+    assert described.cond.shape == m.cond.shape and not torch.allclose(described.cond, m.cond)
+    assert main(["enhance", str(img), "-o", str(tmp_path / "pr"), "--model", str(pipe), "--prior", "brisque",
+                 "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu", "--prompt", "a b",
+                 "--report", str(tmp_path / "pr.json")]) == 0
+    assert json.loads((tmp_path / "pr.json").read_text())["prompt"] == "a b"
+    with pytest.raises(ValueError, match="not text-conditioned"):
+        load_model("builtin", device="cpu", prompt="a photo")
 
 
 def test_out_of_memory_says_what_to_change(tmp_path, capsys, monkeypatch):

@@ -22,24 +22,28 @@ class LoadedModel:
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None) -> LoadedModel:
+def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None, prompt: str = "") -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
     a diffusers Stable Diffusion folder (with ``model_index.json``); or a single-file SD 1.x/2.x checkpoint.
 
     Nothing is downloaded. A single-file checkpoint holds weights only: its
     component configs (and tokenizer) come from ``config``, a local diffusers
     folder of the same architecture (configs without weights suffice), or else
-    from the Hugging Face cache.
+    from the Hugging Face cache. ``prompt`` describes the photo for text-conditioned
+    models (empty by default, as enhancement is unconditional; guidance stays 1,
+    where EDICT's inversion is exact).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if spec == "builtin":
         from .builtin import load_builtin
 
+        _no_prompt(spec, prompt)
         return LoadedModel(load_builtin(device=device, dtype=dtype), PixelCodec(), None, "built-in pixel model")
     if spec.startswith("bfcnn:"):
         from .archs import load_bfcnn
         from .network import from_denoiser
 
+        _no_prompt(spec, prompt)
         net = load_bfcnn(spec[6:], device=device, dtype=dtype)
         return LoadedModel(from_denoiser(net, 0, 100 / 255, residual=True), PixelCodec(), None, f"BF-CNN {spec[6:]}")
     path = Path(spec).expanduser()
@@ -48,7 +52,13 @@ def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=N
                                 "Stable Diffusion folder or a single-file checkpoint")
     if config is not None and path.is_dir():
         raise ValueError("a model config is for single-file checkpoints; a diffusers folder carries its own")
-    return _load_sd(path, device, dtype, config)
+    return _load_sd(path, device, dtype, config, prompt)
+
+
+def _no_prompt(spec: str, prompt: str) -> None:
+    if prompt:
+        raise ValueError(f"model '{spec.split(':')[0]}' is not text-conditioned: "
+                         "a prompt needs a Stable Diffusion model")
 
 
 # Key prefixes of single-file (original, "LDM") Stable Diffusion checkpoints.
@@ -96,7 +106,7 @@ def check_pipeline_folder(path: Path) -> None:
                          f"({', '.join(_SD_PIPELINES)}); use the ComfyUI nodes for other models")
 
 
-def _load_sd(path: Path, device, dtype, config=None) -> LoadedModel:
+def _load_sd(path: Path, device, dtype, config=None, prompt: str = "") -> LoadedModel:
     from diffusers import StableDiffusionPipeline
 
     from ..priors.weights import hf_offline
@@ -135,9 +145,9 @@ def _load_sd(path: Path, device, dtype, config=None) -> LoadedModel:
     pipe.to(device)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    with torch.no_grad():  # an empty prompt: enhancement is unconditional, guidance 1
-        ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():  # guidance 1: the prompt's embedding only (empty by default: unconditional)
+        ids = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(device)
         emb = pipe.text_encoder(ids)[0]
     return LoadedModel(from_diffusers(pipe.unet, pipe.scheduler), VAECodec(pipe.vae), emb, f"Stable Diffusion {path}")
 
