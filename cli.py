@@ -121,7 +121,8 @@ def cmd_enhance(args) -> int:
         bar.close()
         dest = save_image(res.image, out / f"{f.stem}_enhanced.png", protect=files)
         r = res.report
-        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype, "prompt": args.prompt}
+        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype, "prompt": args.prompt,
+                           "preset": args.preset}
         print(f"{f.name}: {prior.name} {r['input_scores'][prior.name]:.3f} -> {r['output_scores'][prior.name]:.3f}, "
               f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
         for ev in r["events"]:
@@ -137,8 +138,11 @@ def _settings_from(args, fidelity=None):
     from .core import map as mapping
 
     fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
+    base = {**{k: getattr(mapping.MapSettings, k) for k in ("steps", "strength", "iterations", "optimizer")},
+            **mapping.PRESETS[args.preset]}
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
     return mapping.MapSettings(
-        steps=args.steps, strength=args.strength, iterations=args.iterations, optimizer=args.optimizer,
+        **chosen,
         lr=args.lr, lr_schedule=args.lr_schedule, units=args.units, fidelity=fid_name, fidelity_weight=fid_w,
         seed=args.seed, target=args.target,
         patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
@@ -328,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
                                  "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    from .core.map import HACK_REFERENCES, LATENT_UNITS, MapSettings
+    from .core.map import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings
     from .core.models.loading import DTYPES
     from .core.optim import LR_SCHEDULES, OPTIMISERS
 
@@ -343,11 +347,15 @@ def parser() -> argparse.ArgumentParser:
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
         p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
                        "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
-        p.add_argument("--steps", type=int, default=d.steps, help="EDICT steps (default %(default)s)")
-        p.add_argument("--strength", type=float, default=d.strength,
-                       help="fraction of the noise schedule inverted, 1 = full (default %(default)s)")
-        p.add_argument("--iterations", type=int, default=d.iterations, help="ascent iterations (default %(default)s)")
-        p.add_argument("--optimizer", default=d.optimizer, choices=list(OPTIMISERS),
+        p.add_argument("--preset", default="default", choices=list(PRESETS),
+                       help="starting settings: default (full inversion, 20 steps, 20 momentum iterations), fast "
+                            "(4 steps at strength 0.35, 8 Adam iterations: about 10 times quicker, for CPUs) or "
+                            "recipe (the public recipe: 50 steps, 50 iterations); options given explicitly win")
+        p.add_argument("--steps", type=int, help=f"EDICT steps (default: the preset's; {d.steps})")
+        p.add_argument("--strength", type=float,
+                       help=f"fraction of the noise schedule inverted, 1 = full (default: the preset's; {d.strength})")
+        p.add_argument("--iterations", type=int, help=f"ascent iterations (default: the preset's; {d.iterations})")
+        p.add_argument("--optimizer", choices=list(OPTIMISERS),
                        help="momentum: the public recipe's clipped update, for calibrated 0-100 priors (default); "
                             "adam: for uncalibrated priors (lr 0.003)")
         p.add_argument("--lr", type=float, default=None,

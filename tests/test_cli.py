@@ -129,6 +129,28 @@ def test_enhance_resumes_and_compare_writes_sheet_and_matrix(tmp_path, capsys):
     assert sheet.width > 3 * 64  # input + two outputs side by side
 
 
+def test_presets_set_the_starting_settings_and_explicit_options_win(tmp_path):
+    from iqa_map.core.map import PRESETS, MapSettings
+
+    img = _photo(tmp_path / "p.png", size=(64, 48))
+    runs = {"fast": ["--preset", "fast", "--iterations", "1"],
+            "default": ["--iterations", "1", "--steps", "3"],
+            "recipe": ["--preset", "recipe", "--iterations", "1", "--steps", "3", "--strength", "0.5"]}
+    for name, extra in runs.items():
+        r = tmp_path / f"{name}.json"
+        assert main(["enhance", str(img), "-o", str(tmp_path / name), "--prior", "brisque", "--fidelity", "mse",
+                     "--report", str(r), *extra]) == 0
+        rep = json.loads(r.read_text())
+        got = {k: rep["settings"][k] for k in ("steps", "strength", "iterations", "optimizer")}
+        base = {**{k: getattr(MapSettings, k) for k in got}, **PRESETS[name]}
+        explicit = dict(zip(extra[0::2], extra[1::2]))
+        for k in got:  # an option given on the command line, else the preset's value, else the default
+            want = type(base[k])(explicit[f"--{k}"]) if f"--{k}" in explicit else base[k]
+            assert got[k] == want, (name, k, got[k], want)
+        assert rep["preset"] == name and len(rep["history"]) == 2
+    assert PRESETS["fast"]["optimizer"] == "adam" and PRESETS["recipe"]["steps"] == 50
+
+
 def test_enhance_with_a_stable_diffusion_folder(tmp_path):
     """--model <diffusers SD folder>: loaded offline, VAE codec, empty-prompt conditioning, full loop."""
     from tiny_models import save_tiny_sd_pipeline
