@@ -1,6 +1,7 @@
 """One place that turns a user's model choice into (denoiser, codec, cond), offline."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,6 @@ def check_pipeline_folder(path: Path) -> None:
     index = path / "model_index.json"
     if not index.is_file():
         raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
-    import json
-
     try:
         name = json.loads(index.read_text()).get("_class_name", "")
     except (OSError, ValueError, AttributeError) as e:
@@ -108,19 +107,18 @@ def check_pipeline_folder(path: Path) -> None:
 
 def _load_sd(path: Path, device, dtype, config=None, prompt: str = "") -> LoadedModel:
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as dlog
 
     from ..priors.weights import hf_offline
     from .diffusers_adapter import from_diffusers
 
     if path.is_dir():
         check_pipeline_folder(path)
-    if not path.is_dir():
+    else:
         check_single_file(path)
         if config is not None and not (Path(config).expanduser() / "model_index.json").is_file():
             raise ValueError(f"model config {config} is not a diffusers folder (no model_index.json)")
     kw = {"config": str(Path(config).expanduser())} if config is not None else {}
-    from diffusers.utils import logging as dlog
-
     verbosity = dlog.get_verbosity()
     dlog.set_verbosity_error()  # its "Attempting to download ..." is untrue offline; failures are reported below
     try:
