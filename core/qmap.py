@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ._grad import usable
 from .map import comparable_score
+from .tiling import positions
 
 NORMALISE = ("minmax", "absolute")
 
@@ -79,15 +80,6 @@ def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     return torch.tensor(out, dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
 
 
-def _positions(size: int, window: int, stride: int) -> list:
-    if size <= window:
-        return [0]
-    pos = list(range(0, size - window + 1, stride))
-    if pos[-1] != size - window:
-        pos.append(size - window)  # the last window touches the border, so every pixel is covered
-    return pos
-
-
 @torch.no_grad()
 def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, normalise: str = "minmax",
                 batch: int = 64) -> QualityMap:
@@ -107,7 +99,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     img = usable(image).float()
     b, _, h, w = img.shape
     win_h, win_w = min(window, h), min(window, w)
-    ys, xs = _positions(h, win_h, stride), _positions(w, win_w, stride)
+    ys, xs = positions(h, win_h, stride), positions(w, win_w, stride)
     # All windows at once with unfold would hold B*T*3*win^2 floats; crops by index batch it instead.
     coords = [(y, x) for y in ys for x in xs]
     out_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)

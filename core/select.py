@@ -13,6 +13,7 @@ import torch
 
 from ._grad import usable
 from .map import comparable_score
+from .tiling import Grid
 
 Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]
 MODES = ("argmax", "softmax")
@@ -76,30 +77,6 @@ def select(prior, candidates: Candidates, mode: str = "argmax", temperature: flo
     return Selection(idx, s, order, p)
 
 
-def _positions(size: int, tile: int, stride: int) -> list:
-    if size <= tile:
-        return [0]
-    pos = list(range(0, size - tile + 1, stride))
-    if pos[-1] != size - tile:
-        pos.append(size - tile)
-    return pos
-
-
-def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
-    (none at the image border), so neighbouring weights sum smoothly."""
-    w = torch.ones(length, dtype=torch.float64)
-    n = min(overlap, length // 2)
-    if n > 0:
-        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        ramp = 0.5 - 0.5 * torch.cos(torch.pi * t)
-        if not at_start:
-            w[:n] = ramp
-        if not at_end:
-            w[-n:] = ramp.flip(0)
-    return w
-
-
 @torch.no_grad()
 def select_tiles(prior, candidates: Candidates, tile: int = 128, overlap: int = 32, batch: int = 16) -> tuple:
     """The best candidate per tile, blended across tile borders with raised-cosine weights.
@@ -111,22 +88,11 @@ def select_tiles(prior, candidates: Candidates, tile: int = 128, overlap: int = 
     """
     x = stack_candidates(candidates)
     n, _, h, w = x.shape
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile); got overlap {overlap}, tile {tile}")
-    stride = tile - overlap
-    ys, xs = _positions(h, tile, stride), _positions(w, tile, stride)
-    th, tw = min(tile, h), min(tile, w)
-    crops = torch.stack([x[:, :, y:y + th, xx:xx + tw] for y in ys for xx in xs], dim=1)  # [N, T, 3, th, tw]
+    grid = Grid(h, w, tile, overlap)
+    th, tw = grid.shape
+    crops = torch.stack([x[:, :, y:y + th, xx:xx + tw] for y, xx, _, _ in grid.boxes()], dim=1)  # [N, T, 3, th, tw]
     flat = crops.reshape(-1, 3, th, tw)
     s = torch.cat([comparable_score(prior, flat[i:i + batch]).float().cpu() for i in range(0, len(flat), batch)])
-    choice = s.reshape(n, len(ys), len(xs)).argmax(0)
-    acc = torch.zeros(1, 3, h, w, dtype=torch.float64)
-    wsum = torch.zeros(1, 1, h, w, dtype=torch.float64)
-    for i, y in enumerate(ys):
-        wy = _ramp(th, overlap, y == 0, y + th >= h)
-        for j, xx in enumerate(xs):
-            wx = _ramp(tw, overlap, xx == 0, xx + tw >= w)
-            wt = (wy[:, None] * wx[None, :])[None, None]
-            acc[..., y:y + th, xx:xx + tw] += wt * x[choice[i, j], :, y:y + th, xx:xx + tw].double()
-            wsum[..., y:y + th, xx:xx + tw] += wt
-    return (acc / wsum).float().clamp(0, 1), choice
+    choice = s.reshape(n, len(grid.rows), len(grid.cols)).argmax(0)
+    chosen = [crops[c, t][None] for t, c in enumerate(choice.flatten().tolist())]
+    return grid.blend(chosen).clamp(0, 1), choice

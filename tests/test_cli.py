@@ -198,7 +198,7 @@ def test_out_of_memory_says_what_to_change(tmp_path, capsys, monkeypatch):
     img = _photo(tmp_path / "p.png", size=(64, 64))
     assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--prior", "brisque"]) != 0
     err = capsys.readouterr().err
-    assert "out of memory" in err and "--dtype fp16" in err and "Traceback" not in err
+    assert "out of memory" in err and "--dtype fp16" in err and "--tile" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "p_enhanced.png").exists()
 
 

@@ -78,9 +78,10 @@ class MidGray(Prior):
 def _seam_ratio(out, base, choice, tile, overlap):
     """Mean gradient magnitude near borders between tiles that chose differently, over elsewhere,
     relative to the same ratio of the base image (1.0 = no seam)."""
-    from iqa_map.core.select import _positions
+    from iqa_map.core.tiling import Grid
     h, w = out.shape[-2:]
-    ys, xs = _positions(h, tile, tile - overlap), _positions(w, tile, tile - overlap)
+    grid = Grid(h, w, tile, overlap)
+    ys, xs = grid.rows, grid.cols
     band = torch.zeros(h, w, dtype=torch.bool)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):

@@ -1,0 +1,238 @@
+"""Tiles: overlapping windows over an image and seamless blending of per-tile results.
+
+MAP ascent keeps one step's activations of the denoiser, the prior's and the
+fidelity's autograd graphs at full resolution: 2.4-3.0 KB per pixel above the
+loaded built-in model (benchmarks/bench_tiles.py), so a 12-megapixel photo
+would need about 30 GB. :func:`ascend_tiled` enhances overlapping tiles one at
+a time (memory bounded by the tile, time linear in the area) and blends them with raised-cosine weights, so a tile's
+border, where its denoiser and prior see no context, carries almost no weight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import map as M
+from ._grad import usable
+from .models.codec import PixelCodec
+
+DEFAULT_TILE = 768     # pixels; 3-3.5 GiB peak on the CPU with the built-in model (benchmarks/bench_tiles.py)
+DEFAULT_OVERLAP = 64   # pixels blended between neighbouring tiles (8 latent pixels of Stable Diffusion)
+# The report scores the whole photo up to this many tiles' area; beyond, scoring it at once (no gradient, yet
+# 0.4 KB per pixel for NIQE + BRISQUE: 5 GB at 12 megapixels) would outgrow a tile's ascent, so the report
+# gives the area-weighted mean of the tiles' scores instead and says so (``scores_over``).
+WHOLE_SCORE_TILES = 8
+
+
+def positions(size: int, tile: int, stride: int) -> list:
+    """Window starts along one axis: every ``stride``, the last one flush with the end so every pixel is covered
+    (the quality map's sliding windows; :class:`Grid` spreads tiles evenly instead)."""
+    if size <= tile:
+        return [0]
+    pos = list(range(0, size - tile + 1, stride))
+    if pos[-1] != size - tile:
+        pos.append(size - tile)
+    return pos
+
+
+def ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
+    (none at the image border), so neighbouring weights sum smoothly."""
+    w = torch.ones(length, dtype=torch.float64)
+    n = min(overlap, length // 2)
+    if n > 0:
+        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        up = 0.5 - 0.5 * torch.cos(torch.pi * t)
+        if not at_start:
+            w[:n] = up
+        if not at_end:
+            w[-n:] = up.flip(0)
+    return w
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Overlapping tiles of at most ``tile`` x ``tile`` pixels covering a ``height`` x ``width`` image.
+
+    Tiles start at multiples of ``align``: a network that works on a pixel grid
+    (the built-in model's 2x2 unshuffle and two downsamplings, a VAE's 8x8
+    patches) then sees every tile on the same grid as the whole photo, so tiles
+    agree with each other where they overlap. A last tile that cannot start
+    aligned and end flush with the border is cut short instead (by less than
+    ``align`` pixels).
+    """
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    align: int = 1
+
+    def __post_init__(self):
+        if self.tile < 1 or not 0 <= self.overlap < self.tile or not 1 <= self.align <= self.tile - self.overlap:
+            raise ValueError(f"tiles need tile >= 1, 0 <= overlap < tile and 1 <= align <= tile - overlap; got "
+                             f"tile {self.tile}, overlap {self.overlap}, align {self.align}")
+
+    @property
+    def shape(self) -> tuple:
+        """The largest tile's ``(h, w)`` (every tile's, with ``align`` 1)."""
+        return min(self.tile, self.height), min(self.tile, self.width)
+
+    def _starts(self, size: int) -> list:
+        """As few tiles as cover ``size`` with at least ``overlap`` between neighbours, spread evenly (a last
+        tile flush with the border would otherwise overlap its neighbour almost entirely); rounding a start
+        up to ``align`` moves it by less than ``align``, which the spacing leaves room for."""
+        if size <= self.tile:
+            return [0]
+        n = 1 + math.ceil((size - self.tile) / (self.tile - self.overlap - self.align + 1))
+        return [math.ceil(round(i * (size - self.tile) / (n - 1), 6) / self.align) * self.align for i in range(n)]
+
+    @property
+    def rows(self) -> list:
+        return self._starts(self.height)
+
+    @property
+    def cols(self) -> list:
+        return self._starts(self.width)
+
+    def boxes(self) -> list:
+        """``(y, x, h, w)`` of every tile, row by row."""
+        return [(y, x, min(self.tile, self.height - y), min(self.tile, self.width - x))
+                for y in self.rows for x in self.cols]
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def blend(self, patches: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One image from one ``[B,C,h,w]`` patch per box (in :meth:`boxes` order), weights normalised by
+        their sum: where neighbours agree the result is their value exactly, where they differ it fades
+        over the overlap instead of jumping."""
+        first = patches[0]
+        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=torch.float64,
+                          device=first.device)
+        wsum = torch.zeros(1, 1, self.height, self.width, dtype=torch.float64, device=first.device)
+        for (y, x, th, tw), patch in zip(self.boxes(), patches, strict=True):
+            wy = ramp(th, self.overlap, y == 0, y + th >= self.height)
+            wx = ramp(tw, self.overlap, x == 0, x + tw >= self.width)
+            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device)
+            acc[..., y:y + th, x:x + tw] += wt * patch.double()
+            wsum[..., y:y + th, x:x + tw] += wt
+        return (acc / wsum).to(first.dtype)
+
+
+def tile_grid(denoiser, codec, height: int, width: int, tile: int, overlap: int) -> Optional[Grid]:
+    """The tiles :func:`ascend_tiled` uses for an image, or None when it fits in one.
+
+    The tile is rounded down to whole multiples of the codec's factor (times the
+    denoiser's multiple, if it declares one), so no tile is padded, and tiles
+    start on the grid the model computes on (that, times its network's own
+    multiple: 8 pixels for the built-in model and for a VAE's latents).
+    """
+    if overlap < 0 or 2 * overlap > tile:
+        raise ValueError(f"tile overlap must be between 0 and half the tile ({tile // 2} pixels); got {overlap}")
+    multiple = int((codec or PixelCodec()).factor) * int(getattr(denoiser, "multiple", 1))
+    tile = max(multiple, tile - tile % multiple)
+    if height <= tile and width <= tile:
+        return None
+    overlap = min(overlap, tile - 1)
+    # The pixel grid the model computes on: the codec's factor times the network's own multiple.
+    grid = multiple * int(getattr(getattr(denoiser, "network", None), "multiple", 1))
+    return Grid(height, width, tile, overlap, align=grid if grid <= (tile - overlap) // 2 else 1)
+
+
+def ascend_tiled(
+    denoiser,
+    image: torch.Tensor,
+    prior,
+    settings: Optional[M.MapSettings] = None,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    codec=None,
+    monitors: Sequence = (),
+    weight_map: Optional[torch.Tensor] = None,
+    cond: Any = None,
+    callback: Optional[Callable[[dict], None]] = None,
+    **overrides,
+) -> M.MapResult:
+    """:func:`~iqa_map.core.map.ascend` on overlapping tiles of at most ``tile`` pixels a side, blended.
+
+    An image that fits in one tile is passed to ``ascend`` unchanged. Each tile is
+    inverted and climbed on its own with the same settings and seed; adaptive
+    fidelity draws its quality map once, from the whole photo, so every tile
+    weights its pixels on the same scale. The callback's ``info`` carries
+    ``tile`` (0-based) and ``tiles``. The report's ``tiles`` holds each tile's
+    box and report; ``history`` is every tile's history, each entry tagged with
+    its ``tile``; PSNR and SSIM are of the whole blended image, and so are the
+    scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
+    beyond which they are the area-weighted mean over the tiles ("tiles").
+    """
+    s = dataclasses.replace(settings or M.MapSettings(), **overrides)
+    s.validate()
+    M._check_image(image)
+    h, w = image.shape[-2:]
+    grid = tile_grid(denoiser, codec, h, w, tile, overlap)
+    if grid is None:
+        return M.ascend(denoiser, image, prior, s, codec=codec, monitors=monitors, weight_map=weight_map, cond=cond,
+                        callback=callback)
+    t0 = time.perf_counter()
+    with torch.inference_mode(False):
+        image = usable(image).detach()
+        if weight_map is not None:  # cropped with the image, so first brought to its size (as Fidelity would)
+            weight_map = usable(weight_map).float()
+            if weight_map.shape[-2:] != (h, w):
+                weight_map = F.interpolate(weight_map, size=(h, w), mode="bilinear", align_corners=False)
+        if s.adaptive_fidelity:
+            adaptive = M._adaptive_weight(prior, s, image.float(), (h, w))
+            weight_map = adaptive if weight_map is None else weight_map * adaptive
+        per_tile = dataclasses.replace(s, adaptive_fidelity=None)
+        outputs, tiles = [], []
+        for k, (y, x, th, tw) in enumerate(grid.boxes()):
+            def tile_callback(info, k=k):
+                callback({**info, "tile": k, "tiles": len(grid)})
+
+            res = M.ascend(denoiser, image[..., y:y + th, x:x + tw], prior, per_tile, codec=codec, monitors=monitors,
+                           weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
+                           cond=cond, callback=tile_callback if callback is not None else None)
+            outputs.append(res.image.float())
+            tiles.append({"box": [y, x, th, tw], **res.report})
+        out = grid.blend(outputs).clamp(0, 1)
+    return M.MapResult(image=out, report=_tiled_report(tiles, s, grid, out, image.float(), prior, monitors, t0))
+
+
+def _scores(prior, monitors, img: torch.Tensor, grid: Optional[Grid]) -> dict:
+    """Native scores of the image, or with a ``grid``, the area-weighted mean of its tiles' scores."""
+    if grid is None:
+        return M._named_scores(prior, monitors, img)
+    parts = [(h * w, M._named_scores(prior, monitors, img[..., y:y + h, x:x + w])) for y, x, h, w in grid.boxes()]
+    area = sum(a for a, _ in parts)
+    return {k: sum(a * p[k] for a, p in parts) / area for k in parts[0][1]}
+
+
+def _tiled_report(tiles: list, s: M.MapSettings, grid: Grid, out, inp, prior, monitors, t0: float) -> dict:
+    """One report for the whole photo: the sums, maxima and whole-image scores, each tile's own report kept."""
+    whole = grid.height * grid.width <= WHOLE_SCORE_TILES * grid.tile ** 2
+    settings = {**tiles[0]["settings"], **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
+                                                                         "adaptive_normalise")},
+                "tile": grid.tile, "tile_overlap": grid.overlap, "tile_align": grid.align}
+    return {
+        "settings": settings,
+        "tiles": [{k: v for k, v in t.items() if k not in ("settings", "history")} for t in tiles],
+        "history": [{"tile": k, **e} for k, t in enumerate(tiles) for e in t["history"]],
+        "events": [f"tile {k}: {e}" for k, t in enumerate(tiles) for e in t["events"]],
+        "iterations_run": sum(t["iterations_run"] for t in tiles),
+        "inversion_error": max(t["inversion_error"] for t in tiles),
+        "codec_error": max(t["codec_error"] for t in tiles),
+        "denoiser_evals": sum(t["denoiser_evals"] for t in tiles),
+        "wall_seconds": time.perf_counter() - t0,
+        "peak_memory_bytes": max(t["peak_memory_bytes"] for t in tiles),
+        "scores_over": "image" if whole else "tiles",
+        "input_scores": _scores(prior, monitors, inp, None if whole else grid),
+        "output_scores": _scores(prior, monitors, out, None if whole else grid),
+        "psnr_vs_input": M.psnr(out, inp),
+        "ssim_vs_input": M.ssim(out, inp),
+    }
