@@ -3,14 +3,18 @@
     python -m benchmarks.bench_map [--limit N] [--crop 128] [--methods pixel,builtin,bfcnn]
     python -m benchmarks.bench_map --start 34 --limit 34 --out b.json ...   # a shard, for parallel runs
     python -m benchmarks.bench_map --merge a.json b.json --out all.json     # the shards' rows, one summary
+    python -m benchmarks.bench_map --methods pixel,model --model sd15.safetensors --model-config sd15-configs/ \
+        --held-out musiq,liqe,piqe                                          # a checkpoint, semantic judges
 
 Each CBSD68 dev photo (centre crop) gets a seeded mix of blur, noise and JPEG.
 Methods, all with the same prior, fidelity and iteration budget:
 (a) the degraded input, (b) pixel-space gradient ascent, (c) latent MAP with the
 built-in model, (d) latent MAP with the pretrained BF-CNN denoiser as diffusion
-model. Scored by the optimised prior (native), held-out NR metrics that were not
-optimised (CNNIQA-LIVE and PIQE when NIQE+BRISQUE are optimised), and PSNR/SSIM
-against the clean original. Writes a markdown table to stdout and JSON to
+model, and ``model``: latent MAP with any model the command line's ``--model``
+loads (a Stable Diffusion checkpoint where one exists). Scored by the optimised
+prior (native), held-out NR metrics that were not optimised (CNNIQA-LIVE and
+PIQE when NIQE+BRISQUE are optimised; any prior name, pyiqa's included, when
+its weights are in ``$IQA_MAP_WEIGHTS``), and PSNR/SSIM against the clean original. Writes a markdown table to stdout and JSON to
 out/bench/map.json (``--out``).
 """
 from __future__ import annotations
@@ -42,6 +46,24 @@ def degrade(img: torch.Tensor, seed: int) -> torch.Tensor:
     return jpeg(x, int(rng.integers(20, 61)))
 
 
+LATENT_METHODS = ("builtin", "bfcnn", "model")
+
+
+def _latent_model(name: str, args, dev) -> tuple:
+    """(denoiser, codec, conditioning) of a latent method; no codec or conditioning for pixel-space models."""
+    from iqa_map.core.models import from_denoiser, load_builtin
+    from iqa_map.core.models.archs import load_bfcnn
+    from iqa_map.core.models.loading import load_model
+
+    if name == "builtin":
+        return load_builtin(device=dev), None, None
+    if name == "bfcnn":
+        net = load_bfcnn(DATA / "weights" / "bfcnn_color_bsd300_sigma0-100.safetensors", device=dev)
+        return from_denoiser(net, 0, 100 / 255, residual=True), None, None
+    loaded = load_model(args.model, device=dev, config=args.model_config)
+    return loaded.denoiser, loaded.codec, loaded.cond
+
+
 def main(argv=None) -> None:
     from benchmarks.common import add_units_option
     from iqa_map.core.map import HACK_REFERENCES, MapSettings
@@ -53,7 +75,12 @@ def main(argv=None) -> None:
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="summarise the rows of these result files "
                     "(shards of one setting) instead of running")
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--methods", default="pixel,builtin,bfcnn")
+    ap.add_argument("--methods", default="pixel,builtin,bfcnn",
+                    help="pixel, builtin, bfcnn, and model (the --model below)")
+    ap.add_argument("--model", default=None, metavar="SPEC",
+                    help="for the method 'model': anything the CLI's --model takes, e.g. a Stable Diffusion "
+                         "checkpoint (with --model-config) or diffusers folder")
+    ap.add_argument("--model-config", default=None, metavar="DIR", help="as the CLI's --model-config")
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--held-out", default="cnniqa,piqe")
     ap.add_argument("--steps", type=int, default=4)
@@ -93,6 +120,11 @@ def main(argv=None) -> None:
         ap.error("--curve records the held-out judges as never-firing monitors; it cannot run with --monitor")
     if args.monitor and set(args.monitor.split(",")) & set(args.held_out.split(",")):
         ap.error("a --monitor steers the run (it stops it), so it cannot also be a --held-out judge")
+    unknown = set(args.methods.split(",")) - {"pixel", *LATENT_METHODS}
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(sorted(unknown))}: choose from pixel, {', '.join(LATENT_METHODS)}")
+    if "model" in args.methods.split(",") and not args.model:
+        ap.error("the method 'model' needs --model SPEC")
     if args.merge:
         from benchmarks.common import load_shards
 
@@ -104,8 +136,6 @@ def main(argv=None) -> None:
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
-    from iqa_map.core.models import from_denoiser, load_builtin
-    from iqa_map.core.models.archs import load_bfcnn
 
     files = dev_files()[args.start:]
     files = files[:args.limit] if args.limit is not None else files
@@ -115,10 +145,7 @@ def main(argv=None) -> None:
     held = [priors.load(f"cnniqa:{cnniqa_path}" if n == "cnniqa" else n, device=dev)
             for n in args.held_out.split(",")]
     methods = args.methods.split(",")
-    models = {"builtin": lambda: load_builtin(device=dev),
-              "bfcnn": lambda: from_denoiser(load_bfcnn(DATA / "weights" / "bfcnn_color_bsd300_sigma0-100.safetensors",
-                                                        device=dev), 0, 100 / 255, residual=True)}
-    dens = {m: models[m]() for m in methods if m in models}
+    dens = {m: _latent_model(m, args, dev) for m in methods if m != "pixel"}
     settings = M.MapSettings(steps=args.steps, strength=args.strength, iterations=args.iterations, fidelity="nlpd",
                              optimizer=args.optimizer, lr=args.lr, units=args.units)
     if args.curve:  # monitors that only record: the guard never fires and never stops a run
@@ -140,8 +167,11 @@ def main(argv=None) -> None:
         clean, noisy = clean.to(dev), noisy.to(dev)
         outs, curves, best_it, prior_curve = {"input": noisy}, {}, {}, {}
         for m in methods:
-            res = (M.ascend_pixels(noisy, prior, pixel_settings, monitors=monitors) if m == "pixel"
-                   else M.ascend(dens[m], noisy, prior, latent_settings, monitors=monitors))
+            if m == "pixel":
+                res = M.ascend_pixels(noisy, prior, pixel_settings, monitors=monitors)
+            else:
+                den, codec, cond = dens[m]
+                res = M.ascend(den, noisy, prior, latent_settings, codec=codec, cond=cond, monitors=monitors)
             outs[m] = res.image
             curves[m] = [e["monitors"] for e in res.report["history"] if "monitors" in e]
             prior_curve[m] = [e["score"] for e in res.report["history"]]

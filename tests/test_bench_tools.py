@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmarks.common import checkpoint, load_shards, resume_rows
 
@@ -107,3 +108,62 @@ def test_bench_sd_measures_a_saved_random_pipeline_through_the_product_loader(tm
     assert "| fp32 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown dtype"):
         bench_sd.main(["--dtypes", "fp8", "--device", "cpu"])
+
+
+def test_bench_map_runs_any_model_as_a_latent_method(tmp_path, capsys):
+    """--methods pixel,model --model <SD folder>: the comparison the quality target needs, ready for real weights."""
+    from helpers import need_shared
+    from tiny_models import save_tiny_sd_pipeline
+
+    from benchmarks import bench_map
+
+    need_shared()
+    pipe = save_tiny_sd_pipeline(tmp_path / "sd")
+    out = tmp_path / "map.json"
+    bench_map.main(["--methods", "pixel,model", "--model", str(pipe), "--limit", "1", "--crop", "40",
+                    "--steps", "2", "--iterations", "1", "--held-out", "piqe", "--out", str(out)])
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary["mean"]) == {"input", "pixel", "model"} and "model beats pixel" in summary["wins"]
+    assert summary["settings"]["model"] == str(pipe)
+    with pytest.raises(SystemExit):
+        bench_map.main(["--methods", "pixel,model", "--out", str(out)])  # no --model
+    with pytest.raises(SystemExit):
+        bench_map.main(["--methods", "pixel,sd15", "--out", str(out)])
+    assert "unknown method(s) sd15" in capsys.readouterr().err
+
+
+def test_seam_ratio_finds_a_step_only_where_tiles_begin():
+    from benchmarks.bench_tiles import seam_ratio
+    from iqa_map.core.tiling import Grid
+
+    grid = Grid(64, 64, 32, 8, align=8)
+    inp = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    smooth = inp + 0.02 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert 0.8 < seam_ratio(smooth, inp, grid) < 1.2
+    stepped = smooth.clone()
+    stepped[..., grid.cols[1]:] += 0.05  # the enhancement jumps where the second column of tiles begins
+    assert seam_ratio(stepped, inp, grid) > 2
+
+
+def test_tiles_figure_shows_the_photo_whose_pasted_tiles_step_most(tmp_path, capsys):
+    from benchmarks import bench_tiles
+    from iqa_map.core.tiling import Grid
+
+    saved, grid = tmp_path / "saved", Grid(64, 64, 32, 8, align=8)
+    with pytest.raises(SystemExit, match="quality --save"):
+        bench_tiles.main(["figure", "--save", str(saved), "--tile", "32", "--overlap", "8"])
+    saved.mkdir()
+    for name, step in (("calm", 0.0), ("seamy", 0.1)):
+        inp = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        out = inp + 0.01 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        pasted = out.clone()
+        pasted[..., grid.rows[1]:, :] += step
+        torch.save({"clean": inp, "input": inp, "whole": out, "tiled": out, "pasted": pasted,
+                    "boxes": grid.boxes()}, saved / f"{name}.pt")
+    fig, res = tmp_path / "fig.png", tmp_path / "fig.json"
+    bench_tiles.main(["figure", "--save", str(saved), "--tile", "32", "--overlap", "8", "--figure", str(fig),
+                      "--out", str(res)])
+    assert json.loads(res.read_text())["result"]["image"] == "seamy" and fig.stat().st_size > 0
+    with pytest.raises(SystemExit, match="other tiles"):
+        bench_tiles.main(["figure", "--save", str(saved), "--tile", "48", "--overlap", "8", "--figure", str(fig),
+                          "--out", str(res)])
