@@ -83,6 +83,7 @@ def cmd_enhance(args) -> int:
     from .core.imageio import load_image, save_image
     from .core.models.loading import DTYPES, load_model
 
+    _check_tile(args)
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
     todo = [f for f in files if args.force or not (out / f"{f.stem}_enhanced.png").exists()]
@@ -126,6 +127,15 @@ def cmd_enhance(args) -> int:
     return 1 if failed else 0
 
 
+def _check_tile(args) -> None:
+    """Before anything slow: a bad --tile or --tile-overlap is known from the command line alone."""
+    if args.tile < 0 or 0 < args.tile < 64:
+        raise CliError(f"--tile must be 0 (never tile) or at least 64 pixels; got {args.tile}")
+    if args.tile and not 0 <= args.tile_overlap <= args.tile // 2:
+        raise CliError(f"--tile-overlap must be between 0 and half of --tile ({args.tile // 2}); "
+                       f"got {args.tile_overlap}")
+
+
 def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=False):
     """Latent MAP on one photo, in tiles when it is larger than ``--tile`` (said before the slow part);
     ``bar``: a progress bar over every tile's iterations."""
@@ -133,8 +143,7 @@ def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=Fa
 
     from .core.tiling import ascend_tiled, tile_grid
 
-    if args.tile < 0 or 0 < args.tile < 64:
-        raise CliError(f"--tile must be 0 (never tile) or at least 64 pixels; got {args.tile}")
+    _check_tile(args)
     h, w = img.shape[-2:]
     tile, overlap = (args.tile, args.tile_overlap) if args.tile else (max(h, w), 0)
     grid = tile_grid(model.denoiser, model.codec, h, w, tile, overlap)
@@ -197,6 +206,7 @@ def cmd_compare(args) -> int:
 
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
+    _check_tile(args)
     img = load_image(args.input)
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
@@ -409,7 +419,7 @@ def parser() -> argparse.ArgumentParser:
                        help="adaptive fidelity: weight of the worst region relative to the best (default %(default)s)")
         p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PIXELS",
                        help="enhance photos larger than this many pixels a side in overlapping tiles of this size, "
-                            "one at a time, blended without seams: memory stays that of one tile (about 3 GB on "
+                            "one at a time, blended without seams: memory stays that of one tile (3-3.5 GiB on "
                             "the CPU at 768 with the built-in model); 0 = never tile (default %(default)s)")
         p.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP, metavar="PIXELS",
                        help="pixels shared and blended between neighbouring tiles (default %(default)s)")

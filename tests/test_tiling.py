@@ -179,9 +179,13 @@ def test_cli_tiles_large_photos_and_says_so(tmp_path, capsys):
     assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "w"), "--tile", "0",
                  "--report", str(tmp_path / "w.json"), *fast]) == 0
     assert "tiles" not in json.loads((tmp_path / "w.json").read_text())
-    for bad, msg in ((["--tile", "32"], "at least 64"), (["--tile", "64", "--tile-overlap", "40"], "half the tile")):
-        assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "x"), *bad, *fast]) != 0
-        assert msg in capsys.readouterr().err
+    # Refused before anything loads: the missing model would otherwise be the error.
+    for bad, msg in ((["--tile", "32"], "at least 64"), (["--tile", "64", "--tile-overlap", "40"], "half of --tile")):
+        for cmd in (["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "x")],
+                    ["compare", str(tmp_path / "p.png"), "-o", str(tmp_path / "x"), "--prior", "piqe"]):
+            assert main([*cmd, *bad, *fast, "--model", str(tmp_path / "no_model")]) != 0
+            assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_latent_model_tiles_on_the_vae_grid():
