@@ -14,8 +14,9 @@ model, and ``model``: latent MAP with any model the command line's ``--model``
 loads (a Stable Diffusion checkpoint where one exists). Scored by the optimised
 prior (native), held-out NR metrics that were not optimised (CNNIQA-LIVE and
 PIQE when NIQE+BRISQUE are optimised; any prior name, pyiqa's included, when
-its weights are in ``$IQA_MAP_WEIGHTS``), and PSNR/SSIM against the clean original. Writes a markdown table to stdout and JSON to
-out/bench/map.json (``--out``).
+its weights are in ``$IQA_MAP_WEIGHTS``), and PSNR/SSIM against the clean
+original. Writes a markdown table to stdout and JSON to out/bench/map.json
+(``--out``).
 """
 from __future__ import annotations
 

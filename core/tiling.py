@@ -134,10 +134,10 @@ def tile_grid(denoiser, codec, height: int, width: int, tile: int, overlap: int)
     """
     if overlap < 0 or 2 * overlap > tile:
         raise ValueError(f"tile overlap must be between 0 and half the tile ({tile // 2} pixels); got {overlap}")
+    if height <= tile and width <= tile:  # before rounding: an image within the asked size is never split
+        return None
     multiple = int((codec or PixelCodec()).factor) * int(getattr(denoiser, "multiple", 1))
     tile = max(multiple, tile - tile % multiple)
-    if height <= tile and width <= tile:
-        return None
     overlap = min(overlap, tile - 1)
     # The pixel grid the model computes on: the codec's factor times the network's own multiple.
     grid = multiple * int(getattr(getattr(denoiser, "network", None), "multiple", 1))

@@ -65,6 +65,7 @@ def test_tile_size_follows_the_models_grid_and_bad_overlaps_are_refused():
     latent = types.SimpleNamespace(factor=8)
     assert tile_grid(types.SimpleNamespace(multiple=2), latent, 300, 300, 100, 16).tile == 96
     assert tile_grid(object(), None, 300, 200, 300, 16) is None  # fits in one tile
+    assert tile_grid(object(), latent, 100, 100, 100, 16) is None  # fits as asked, though not in a rounded tile
     with pytest.raises(ValueError, match="half the tile"):
         tile_grid(object(), None, 300, 300, 100, 60)
 
