@@ -332,9 +332,10 @@ def cmd_qmap(args) -> int:
         m = save_image(mask.expand(-1, 3, -1, -1), out / f"{f.stem}_qmap_{prior.name}.png", protect=files)
         hm = save_image(heatmap(qm, img, label=prior.name), out / f"{f.stem}_qmap_{prior.name}_heatmap.png",
                         protect=files)
-        s = qm.scores
+        s, flat = qm.scores, float(qm.flat.mean())
+        note = f" ({flat:.0%} flat: not judged, shown at the photo's median)" if flat > 0 else ""
         print(f"{f.name}: {prior.name} window {qm.window} stride {qm.stride}: scores {float(s.min()):.1f}.."
-              f"{float(s.max()):.1f} -> {m.name}, {hm.name}")
+              f"{float(s.max()):.1f}{note} -> {m.name}, {hm.name}")
     return 1 if failed else 0
 
 

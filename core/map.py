@@ -186,9 +186,9 @@ def _objective(prior, s: MapSettings, ref: torch.Tensor, weight_map, seen: dict)
 
     def objective(img: torch.Tensor) -> torch.Tensor:
         if img.requires_grad:
-            # Handcrafted metrics take square roots of local variances: on perfectly flat regions
-            # (sky, borders) their gradient is NaN. Those pixels get no push instead of poisoning
-            # the whole latent gradient through the decoder and sampler.
+            # The built-in priors are total (tests/test_priors_total.py); a third-party pyiqa model may
+            # still give a NaN gradient on some pixels: those get no push instead of poisoning the
+            # whole latent gradient through the decoder and sampler.
             img.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
         q = comparable_score(prior, img)
         d = fid(img, ref)

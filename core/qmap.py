@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ._grad import usable
 from .map import comparable_score
+from .priors.base import textureless
 from .tiling import positions
 
 NORMALISE = ("minmax", "absolute")
@@ -28,6 +29,8 @@ class QualityMap:
     scores: torch.Tensor    # [B,1,H,W] overlap-averaged comparable window scores (higher = better)
     window: int
     stride: int
+    #: [B,1,H,W] fraction of the windows covering each pixel that had no texture (not judged), or None
+    flat: torch.Tensor | None = None
 
     def weight_map(self, floor: float = 0.1, normalise: str = "worst") -> torch.Tensor:
         """Per-pixel fidelity weight for quality-adaptive MAP: the worst region gets ``floor`` times the best.
@@ -89,6 +92,11 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     ``normalise="minmax"`` stretches each image's map to [0, 1] (1 = its worst region);
     ``"absolute"`` maps calibrated scores as ``1 - score / 100`` (comparable across photos;
     needs a calibrated prior).
+
+    A window without texture (luma range under one grey level: a clear 8-bit sky, a backdrop,
+    a letterbox bar; :func:`~.priors.base.textureless`) is not judged: it takes the median score
+    of the image's textured windows, so flat regions read as typical for the photo, neither its
+    worst nor its best, whatever a prior makes of a flat input. ``flat`` records where.
     """
     if normalise not in NORMALISE:
         raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
@@ -103,15 +111,20 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     # All windows at once with unfold would hold B*T*3*win^2 floats; crops by index batch it instead.
     coords = [(y, x) for y in ys for x in xs]
     out_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)
+    flat_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)
     count = torch.zeros(1, 1, h, w, dtype=torch.float64)
     for k in range(b):
-        vals = []
+        vals, flat = [], []
         for i in range(0, len(coords), batch):
             crops = torch.stack([img[k, :, y:y + win_h, x:x + win_w] for y, x in coords[i:i + batch]])
             vals.append(comparable_score(prior, crops).double().cpu())
-        vals = torch.cat(vals)
-        for (y, x), v in zip(coords, vals):
+            flat.append(textureless(crops).cpu())
+        vals, flat = torch.cat(vals), torch.cat(flat)
+        if flat.any() and not flat.all():
+            vals[flat] = vals[~flat].median()
+        for (y, x), v, f in zip(coords, vals, flat):
             out_sum[k, :, y:y + win_h, x:x + win_w] += v
+            flat_sum[k, :, y:y + win_h, x:x + win_w] += float(f)
             if k == 0:
                 count[..., y:y + win_h, x:x + win_w] += 1
     scores = out_sum / count
@@ -124,7 +137,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
         lo = scores.amin(dim=(1, 2, 3), keepdim=True)
         hi = scores.amax(dim=(1, 2, 3), keepdim=True)
         bad = ((hi - scores) / (hi - lo).clamp_min(1e-9))
-    return QualityMap(bad.float(), scores.float(), win_h, stride)
+    return QualityMap(bad.float(), scores.float(), win_h, stride, (flat_sum / count).float())
 
 
 def roc_auc(score: np.ndarray, label: np.ndarray) -> float:

@@ -105,6 +105,8 @@ class IQAQualityMap:
             heat = heatmap(qm, img, label=prior.name)
         bad = qm.badness[:, 0]
         s = qm.scores
+        flat = float(qm.flat.mean())
         summary = (f"{prior.name}: window {qm.window}, stride {qm.stride}, window scores {float(s.min()):.2f} to "
-                   f"{float(s.max()):.2f}")
+                   f"{float(s.max()):.2f}" + (f"; {flat:.0%} flat: not judged, shown at the photo's median"
+                                              if flat > 0 else ""))
         return ((1 - bad if invert else bad).cpu(), heat.movedim(1, -1).cpu(), summary)

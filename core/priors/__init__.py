@@ -77,10 +77,10 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
     if sep and arch in ARCHS:
         return load_local(_find_file(file, folder), arch=arch, device=device, weights_dir=folder,
                           calibration_file=calibration_file, **kwargs)
-    from .pyiqa_backend import PiqePrior, PyiqaPrior, nr_metric_names
+    from .pyiqa_backend import PRIOR_CLASSES, PyiqaPrior, nr_metric_names
     if name not in nr_metric_names():
         raise ValueError(_unknown(name, available()))
-    prior = (PiqePrior if name == "piqe" else PyiqaPrior)(name, weights_dir=folder, device=device, **kwargs)
+    prior = PRIOR_CLASSES.get(name, PyiqaPrior)(name, weights_dir=folder, device=device, **kwargs)
     prior.calibration = lookup_calibration(name, folder, calibration_file)
     return prior
 

@@ -101,6 +101,17 @@ def grad_enabled(force: bool = False):
     return stack
 
 
+#: Luma range (grey levels of 255) under which an image or window carries no texture to judge.
+FLAT_RANGE = 1.0
+
+
+def textureless(img: torch.Tensor, grey_levels: float = FLAT_RANGE) -> torch.Tensor:
+    """[B] bool: the luma (BT.601) of each image varies by less than ``grey_levels`` of 255 over the image:
+    a flat colour (clear sky in an 8-bit file, a backdrop, a letterbox bar) that no NR-IQA model can judge."""
+    y = (img.detach()[:, :3] * img.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).flatten(1) * 255
+    return (y.amax(1) - y.amin(1)) < grey_levels
+
+
 def _ensure_min_size(img: torch.Tensor, min_size: int) -> torch.Tensor:
     h, w = img.shape[-2:]
     if min(h, w) >= min_size:

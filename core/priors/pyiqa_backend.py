@@ -159,7 +159,8 @@ def piqe_differentiable(img: torch.Tensor, block_size: int = 16, activity_thresh
     from pyiqa.utils.color_util import to_y_channel
 
     y = to_y_channel(img, out_data_range=1, color_space="yiq")
-    y = diff_round(255 * y / y.flatten(1).amax(dim=1).view(-1, 1, 1, 1))
+    # clamp: an all-black image has maximum 0 (pyiqa divides by it)
+    y = diff_round(255 * y / y.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1))
     b, _, h, w = y.shape
     y = symm_pad(y, (0, w % block_size, 0, h % block_size))
     y = normalize_img_with_gauss(y, padding="replicate")
@@ -182,3 +183,40 @@ class PiqePrior(PyiqaPrior):
 
     def _native(self, img: torch.Tensor) -> torch.Tensor:
         return piqe_differentiable(img.to(self.device))
+
+
+def flat_score(name: str) -> float:
+    """What a textureless image scores: the centre of the shipped calibration (calibrated 50, a typical
+    photo), so that "no texture to judge" reads as neither good nor bad."""
+    from .calibration import lookup
+    return lookup(name).C
+
+
+class NiqePrior(PyiqaPrior):
+    """NIQE that is total on flat images (see :mod:`.nss`); pyiqa's value wherever pyiqa's is finite."""
+
+    def __init__(self, name: str = "niqe", **kwargs) -> None:
+        super().__init__("niqe", **kwargs)
+        self.flat_score = flat_score("niqe")
+
+    def _native(self, img: torch.Tensor) -> torch.Tensor:
+        from . import nss
+        net = self.metric.net
+        return nss.niqe(img.to(self.device), net.mu_pris_param, net.cov_pris_param, self.flat_score)
+
+
+class BrisquePrior(PyiqaPrior):
+    """BRISQUE that is total on flat images (see :mod:`.nss`); pyiqa's value wherever pyiqa's is finite."""
+
+    def __init__(self, name: str = "brisque", **kwargs) -> None:
+        super().__init__("brisque", **kwargs)
+        self.flat_score = flat_score("brisque")
+
+    def _native(self, img: torch.Tensor) -> torch.Tensor:
+        from . import nss
+        net = self.metric.net
+        return nss.brisque(img.to(self.device), net.sv_coef, net.sv, net.gamma, net.rho, self.flat_score)
+
+
+#: Built-ins with their own implementation of pyiqa's metric (gradient or totality fixed).
+PRIOR_CLASSES = {"piqe": PiqePrior, "niqe": NiqePrior, "brisque": BrisquePrior}
