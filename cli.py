@@ -76,11 +76,29 @@ def _inputs(items) -> list[Path]:
     return files
 
 
+def _read(path, note=True):
+    """The photo at ``path`` (:func:`read_photo`); what the reader warns of (an animation's unused frames)
+    is printed as a note, or with ``note=False`` left unsaid, having been said when the inputs were checked."""
+    import warnings
+
+    from .core.imageio import ImageWarning, read_photo
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
+        photo = read_photo(path)
+    for w in caught:
+        if not issubclass(w.category, ImageWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif note:  # on stderr, as errors are: stdout may be JSON
+            print(f"note: {w.message}", file=sys.stderr)
+    return photo
+
+
 def cmd_enhance(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .core.imageio import load_image, save_image
+    from .core.imageio import write_photo
     from .core.models.loading import DTYPES, load_model
 
     _check_tile(args)
@@ -95,7 +113,7 @@ def cmd_enhance(args) -> int:
     valid, failed = [], 0
     for f in todo:
         try:
-            load_image(f)
+            _read(f)
             valid.append(f)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -109,10 +127,10 @@ def cmd_enhance(args) -> int:
     settings = _settings_from(args)
     reports = {}
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
-        img = load_image(f)
+        photo = _read(f, note=False)
         torch.manual_seed(args.seed)
-        res = _enhance_one(model, img, prior, settings, args, monitors=monitors, name=f.name, bar=True)
-        dest = save_image(res.image, out / f"{f.stem}_enhanced.png", protect=files)
+        res = _enhance_one(model, photo.image, prior, settings, args, monitors=monitors, name=f.name, bar=True)
+        dest = write_photo(res.image, out / f"{f.stem}_enhanced.png", like=photo, protect=files)
         r = res.report
         reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype, "prompt": args.prompt,
                            "preset": args.preset}
@@ -200,14 +218,15 @@ def cmd_compare(args) -> int:
     from tqdm import tqdm
 
     from .core import priors as P
-    from .core.imageio import load_image, save_image
+    from .core.imageio import write_photo
     from .core.models.loading import DTYPES, load_model
     from .sheets import contact_sheet, same_size
 
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
     _check_tile(args)
-    img = load_image(args.input)
+    photo = _read(args.input)
+    img = photo.image
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
     model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
@@ -217,7 +236,7 @@ def cmd_compare(args) -> int:
     for prior in tqdm(loaded, desc="priors", unit="prior"):
         res = _enhance_one(model, img, prior, settings, args, name=f"{args.input.name} ({prior.name})")
         results[prior.name] = res.image
-        save_image(res.image, out / f"{args.input.stem}_{prior.name}.png", protect=[args.input])
+        write_photo(res.image, out / f"{args.input.stem}_{prior.name}.png", like=photo, protect=[args.input])
     names = [p.name for p in loaded]
     matrix = {a: {b.name: _cal_or_native(b, results[a].to(b.device)) for b in loaded} for a in names}
     matrix["input"] = {b.name: _cal_or_native(b, img.to(b.device)) for b in loaded}
@@ -276,12 +295,13 @@ def cmd_score(args) -> int:
 def cmd_rank(args) -> int:
     """Rank candidate results of one scene by a prior; optionally write the selection."""
     from .core import select as S
-    from .core.imageio import load_image, save_image
+    from .core.imageio import write_photo
 
     files = _inputs(args.inputs)
     if len(files) < 2:
         raise CliError("rank needs at least two candidate images")
-    imgs = [load_image(f) for f in files]
+    photos = [_read(f) for f in files]
+    imgs = [p.image for p in photos]
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     try:
         stacked = S.stack_candidates([i.to(prior.device) for i in imgs])
@@ -305,7 +325,8 @@ def cmd_rank(args) -> int:
         if args.mode != "tiles":
             print(f"selected ({args.mode}): {files[sel.index].name}")
     if args.output:
-        dest = save_image(image, Path(args.output), protect=files)
+        # Tiles are blended from every candidate; the metadata (profile, EXIF, alpha, depth) is the best one's.
+        dest = write_photo(image, Path(args.output), like=photos[sel.index], protect=files)
         print(f"wrote {dest}")
     return 0
 
