@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 FUSION_HELP = ("how several --prior scores combine (calibrated 0-100): mean (default), geometric (one low score "
                "drags the result down) or softmin (close to the worst member)")
 
@@ -126,6 +128,7 @@ def cmd_enhance(args) -> int:
                        prompt=args.prompt)
     settings = _settings_from(args)
     reports = {}
+    args.batch = (files, valid, out, reports)  # what main() reports and keeps when the batch stops part way
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
         photo = _read(f, note=False)
         torch.manual_seed(args.seed)
@@ -138,11 +141,55 @@ def cmd_enhance(args) -> int:
               f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
         for ev in r["events"]:
             print(f"  note: {ev}")
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(reports if len(reports) != 1 else next(iter(reports.values())),
-                                                indent=2, default=str))
+    _write_report(args.report, reports, files)
     return 1 if failed else 0
+
+
+def _write_report(path, reports: dict, files) -> None:
+    """The JSON report of the images done (one image: its report; several: keyed by input), atomically.
+
+    Entries of an earlier report at ``path`` are kept for this run's inputs that were skipped because their
+    output exists, so a batch resumed after Ctrl-C or a full disk ends with the report of every image."""
+    if not path or not reports:
+        return
+    path = Path(path)
+    entries = {k: {**v, "input": k} for k, v in reports.items()}
+    try:
+        old = json.loads(path.read_text())
+        old = [old] if "output" in old else list(old.values())
+    except (OSError, ValueError, TypeError, AttributeError):  # none yet, or not one of ours
+        old = []
+    wanted = {str(f) for f in files}
+    for entry in old:
+        k = entry.get("input") if isinstance(entry, dict) else None
+        if k in wanted and k not in entries and Path(str(entry.get("output", ""))).is_file():
+            entries[k] = entry
+    ordered = {str(f): entries[str(f)] for f in files if str(f) in entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_text(json.dumps(ordered if len(ordered) != 1 else next(iter(ordered.values())), indent=2,
+                                  default=str))
+        os.replace(tmp, path)  # a full disk or Ctrl-C never leaves a half-written report
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stopped(args) -> list[str]:
+    """After an enhance batch stopped part way (Ctrl-C, a full disk, out of memory): what was kept,
+    the report of the finished images written; lines to print."""
+    files, todo, out, reports = getattr(args, "batch", (None, None, None, None))
+    if not reports:
+        return []
+    done = f"note: {len(reports)} of {len(todo)} image(s) finished before it stopped"
+    lines = [f"{done}; their outputs in {out} are complete"]
+    if args.report:
+        try:
+            _write_report(args.report, reports, files)
+            lines.append(f"note: the report of the finished image(s) is in {args.report}")
+        except OSError as err:
+            lines.append(f"note: the report could not be written ({err.strerror or err})")
+    return lines
 
 
 def _check_tile(args) -> None:
@@ -532,14 +579,21 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _explain(e: BaseException) -> str:
-    """The message for an error the user can act on; out-of-memory gets what to change."""
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's, a RuntimeError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return (f"out of memory ({first})\n  try a smaller --tile (memory follows the tile's area: 512 takes "
+def _explain(e: BaseException, args=None) -> str:
+    """The one-line message for an error the user can act on: out of memory and a full disk say what to change."""
+    text = str(e).strip()
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+            (isinstance(e, RuntimeError) and "out of memory" in text.lower()):  # torch's is a RuntimeError
+        first = text.splitlines()[0] if text else type(e).__name__
+        return (f"out of memory ({first}); try a smaller --tile (memory follows the tile's area: 512 takes "
                 "under half of 768), --dtype fp16 (halves a Stable Diffusion model's GPU memory) or --device cpu; "
                 "more or fewer --steps makes no difference (the gradient's memory does not grow with them)")
-    return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = getattr(args, "output", None) or e.filename or "the output folder"
+        return (f"the disk is full: no space left on the disk holding {where} ({e.strerror or text}); free some "
+                "space there or give -o a folder on another disk, then run the same command again "
+                "(finished outputs are skipped)")
+    return text or type(e).__name__
 
 
 def main(argv=None) -> int:
@@ -547,14 +601,16 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        message, code = str(e), EXIT_USAGE
     except (ValueError, FileNotFoundError, RuntimeError, OSError, MemoryError) as e:
-        print(f"error: {_explain(e)}", file=sys.stderr)
-        return EXIT_USAGE
+        message, code = _explain(e, args), EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted; finished outputs are kept and are skipped on the next run", file=sys.stderr)
-        return 130
+        message, code = ("interrupted (Ctrl-C); finished outputs are kept (none is half-written) and are skipped "
+                         "when the same command is run again"), EXIT_INTERRUPTED
+    print(message if code == EXIT_INTERRUPTED else f"error: {message}", file=sys.stderr)
+    for line in _stopped(args):
+        print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ def read_photo(path: str | os.PathLike, min_side: int = MIN_SIDE) -> Photo:
         raise ImageError(f"{path}: not an image file PIL can read (use PNG, JPEG, TIFF, BMP or WebP)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{path}: {e}; if the file is trusted, raise PIL.Image.MAX_IMAGE_PIXELS") from None
+    except PermissionError as e:
+        raise ImageError(f"{path}: cannot be read ({e.strerror}); check the file's permissions") from None
     except (OSError, SyntaxError) as e:
         raise ImageError(f"{path}: the image file is damaged or truncated ({e}); re-export it") from None
     h, w = photo.image.shape[-2:]

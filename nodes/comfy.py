@@ -91,8 +91,11 @@ def iqa_files() -> list[str]:
 
 
 def iqa_file_path(name: str) -> Optional[str]:
-    import folder_paths
-    return folder_paths.get_full_path("iqa", name)
+    try:
+        import folder_paths
+        return folder_paths.get_full_path("iqa", name)
+    except (ImportError, KeyError):  # outside ComfyUI, or no models/iqa registered: not found
+        return None
 
 
 def register_model_folder() -> None:

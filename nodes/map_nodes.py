@@ -210,6 +210,7 @@ class LatentMAPAscent:
 
         def run(den, codec):
             shape = (inv.latent.shape[0], 3, inv.latent.shape[-2] * codec.factor, inv.latent.shape[-1] * codec.factor)
+            _check_size(shape)
             return M.ascend_inversion(den, inv, prior, settings, codec=codec, monitors=monitors,
                                       weight_map=_weight_map(mask, shape, inv.latent.device), callback=progress)
 
@@ -223,6 +224,7 @@ class LatentMAPAscent:
             if isinstance(vae, PassthroughVAE):
                 raise ValueError("a checkpoint MODEL needs the checkpoint's VAE, not the pass-through VAE")
             codec = comfy.ComfyVAECodec(vae, comfy.latent_format(model))
+            _check_size((1, 3, inv.latent.shape[-2] * codec.factor, inv.latent.shape[-1] * codec.factor))
             box = {}
 
             def sampler_run(den, x):
@@ -235,6 +237,15 @@ class LatentMAPAscent:
             res = box["res"]
         report = _jsonable(res.report)
         return ({"samples": out.detach().float().cpu()}, json.dumps(report, indent=1))
+
+
+def _check_size(shape) -> None:
+    """Before the slow part: the ascent scores the image and reports its SSIM, which need a minimum size."""
+    from ..core.imageio import MIN_SIDE
+    h, w = shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"the image is {w}x{h} pixels; Latent MAP Ascent needs at least {MIN_SIDE}x{MIN_SIDE}: "
+                         "scale it up first (e.g. Upscale Image) or use a larger photo")
 
 
 def _jsonable(obj):

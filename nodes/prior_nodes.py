@@ -67,7 +67,8 @@ class LoadIQAPrior:
             if weights_file and weights_file != "none":
                 path = comfy.iqa_file_path(weights_file)
                 if path is None:
-                    raise FileNotFoundError(f"'{weights_file}' is not in models/iqa")
+                    raise FileNotFoundError(f"weights file '{weights_file}' is not in {folder or 'models/iqa'}: put "
+                                            "it there and refresh ComfyUI (press R), or choose weights_file 'none'")
                 prior = priors.load_local(path, device=dev, weights_dir=folder)
             else:
                 prior = priors.load(name, weights_dir=folder, device=dev)

@@ -108,6 +108,57 @@ def test_interrupt_stops_the_ascent_within_one_iteration(server):
     assert last <= at_interrupt + 1, f"interrupted at iteration {at_interrupt}, went on to {last}"
 
 
+def test_bad_input_errors_are_ours_inside_comfyui(server):
+    """A bad input inside ComfyUI: the execution_error it reports (/history) carries our message, which says
+    what to do, raised by the pack's own code, not the last line of a torch or pyiqa traceback (README, Bad input)."""
+    from iqa_map.core.priors.weights import _host_reachable
+
+    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    info = server.get("/object_info")
+
+    def prompt(size, **prior_names):
+        p = ui_to_api(ui, info)
+        for node in p.values():
+            if node["class_type"] == "ImageScale":
+                node["inputs"].update(width=size[0], height=size[1])
+            elif node["class_type"] == "IQAMAP_LatentMAPAscent":
+                node["inputs"].update(iterations=1)
+            elif node["class_type"] == "IQAMAP_DDIMInvert":
+                node["inputs"].update(steps=2)
+            elif node["class_type"] == "IQAMAP_LoadIQAPrior" and prior_names:
+                node["inputs"].update(**prior_names)
+        return p
+
+    def error_of(p):
+        entry = server.wait(server.queue(p), 300)
+        assert entry["status"]["status_str"] == "error", entry["status"]
+        errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+        assert len(errors) == 1, entry["status"]["messages"]
+        err = errors[0]
+        last = err["traceback"][-1]
+        assert "ComfyUI-IQA-MAP" in last and "site-packages" not in last, err["traceback"]
+        return err
+
+    err = error_of(prompt((12, 8)))  # an IMAGE below 16 px into the ascent
+    assert err["node_type"] == "IQAMAP_LatentMAPAscent" and err["exception_type"] == "ValueError", err
+    assert err["exception_message"].strip() == ("the image is 12x8 pixels; Latent MAP Ascent needs at least 16x16: "
+                                                "scale it up first (e.g. Upscale Image) or use a larger photo")
+    assert "nodes/map_nodes.py" in err["traceback"][-1]
+
+    if "musiq" not in info["IQAMAP_LoadIQAPrior"]["input"]["required"]["name"][0]:
+        pytest.skip("ComfyUI's Python has no pyiqa: the missing-weights case cannot be queued")
+    if _host_reachable("https://huggingface.co", 3.0):
+        pytest.skip("huggingface.co is reachable: Load IQA Prior would download MUSIQ's weights, not report them "
+                    "missing")
+    t0 = time.time()
+    err = error_of(prompt((64, 64), name="musiq"))  # pyiqa weights not in models/iqa, offline
+    assert time.time() - t0 < 120, "a missing weights file must fail fast, never wait on the network"
+    assert err["node_type"] == "IQAMAP_LoadIQAPrior" and err["exception_type"].endswith("WeightsMissingError"), err
+    msg = err["exception_message"]
+    assert "weights file 'musiq_koniq_ckpt" in msg and "Download it from https://" in msg, msg
+    assert f"put it into {(server.base / 'models' / 'iqa').resolve()}" in msg, msg
+
+
 def test_adapter_inside_comfyui(tmp_path):
     """ComfyUI's own loaders and encoders, then the pack's nodes, under inference mode (in-process)."""
     run_models = tmp_path / "models"

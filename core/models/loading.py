@@ -66,10 +66,18 @@ def _no_prompt(spec: str, prompt: str) -> None:
 _LDM_UNET, _LDM_VAE, _SDXL_TEXT2 = "model.diffusion_model.", "first_stage_model.", "conditioner.embedders.1."
 
 
+_PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
 def check_single_file(path: Path) -> None:
     """Refuse, before any loading, a file that is not an SD 1.x/2.x checkpoint (reads the safetensors header only)."""
-    if path.suffix.lower() != ".safetensors":
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
         return  # pickled .ckpt: only loading tells
+    if path.suffix.lower() != ".safetensors":
+        kind = f"a {path.suffix} file" if path.suffix else "no file suffix"
+        raise ValueError(f"{path} is not a model file ({kind}): --model takes "
+                         "'builtin', 'bfcnn:<file>', a diffusers Stable Diffusion 1.x/2.x folder or a single-file "
+                         "SD 1.x/2.x checkpoint (.safetensors or .ckpt)")
     from safetensors import safe_open
 
     try:
