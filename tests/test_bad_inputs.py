@@ -69,22 +69,6 @@ def _decodes_fully(path) -> tuple[int, int]:
         return im.size
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network, an empty pyiqa cache and torch hub (as tests/test_priors_offline.py)."""
-    from iqa_map.core.priors import weights
-
-    def refuse(self, *args, **kwargs):
-        raise OSError("network disabled by test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a, **k: 111)
-    monkeypatch.setattr(weights, "pyiqa_cache_dir", lambda: tmp_path / "pyiqa_cache")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(weights.ENV_VAR, raising=False)
-    return tmp_path
-
-
 # -- input files --------------------------------------------------------------------------------------
 
 def test_missing_file(tmp_path, capsys):

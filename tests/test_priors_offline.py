@@ -18,20 +18,6 @@ from iqa_map.core.priors import WeightsMissingError, weights
 CKPT = "CNNIQA_koniq10k-e6f14c91.pth"
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network, empty pyiqa cache, torch hub under tmp_path."""
-    def refuse(self, *args, **kwargs):
-        raise OSError("network disabled by test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a, **k: 111)
-    monkeypatch.setattr(weights, "pyiqa_cache_dir", lambda: tmp_path / "pyiqa_cache")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(weights.ENV_VAR, raising=False)
-    return tmp_path
-
-
 def test_missing_weights_fail_fast_with_clear_error(offline):
     folder = offline / "weights"
     t0 = time.monotonic()
