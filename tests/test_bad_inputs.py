@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import sys
 import tempfile
 import time

@@ -6,7 +6,6 @@ from the architecture's random initialisation and never touch the network.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
