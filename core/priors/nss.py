@@ -9,8 +9,9 @@ variance and divides by zero when the coefficients have one sign only.
 
 Here the same statistics are computed so that nothing undefined is ever evaluated:
 
-* **NIQE** scores the blocks whose features are defined (the original rule), found in a
-  first pass without gradient; the second pass computes features of those blocks only.
+* **NIQE** scores the blocks whose features are defined (the original rule) and whose luma
+  varies by at least one grey level before the 8-bit rounding (a flat block can round to
+  two tones and give defined but meaningless features), found in a first pass without gradient; the second pass computes features of those blocks only.
   One defined block gives a covariance of zero (no spread observed). No defined block
   at all: the image carries no texture NIQE can judge and gets ``flat_score``.
 * **BRISQUE** keeps its global statistics (flat pixels count, as they should: JPEG
@@ -23,15 +24,16 @@ from __future__ import annotations
 
 import torch
 
-from .base import textureless
+from .base import FLAT_RANGE, textureless
 
 #: Moments below this count as zero (float64 luma on the 0-255 scale).
 TINY = 1e-30
 
 
-def _luma255(img: torch.Tensor) -> torch.Tensor:
+def _luma255(img: torch.Tensor, rounded: bool = True) -> torch.Tensor:
+    """YIQ luma on the 0-255 scale; ``rounded`` as pyiqa does (straight-through 8-bit rounding)."""
     from pyiqa.utils.color_util import to_y_channel
-    return to_y_channel(img, 255.0, "yiq")
+    return to_y_channel(img, 255.0, "yiq") if rounded else to_y_channel(img, 1.0, "yiq") * 255.0
 
 
 def _blocks(x: torch.Tensor, size: int, nh: int, nw: int) -> torch.Tensor:
@@ -48,8 +50,14 @@ def niqe(img: torch.Tensor, mu_pris: torch.Tensor, cov_pris: torch.Tensor, flat_
     from pyiqa.archs.niqe_arch import compute_feature
     from pyiqa.matlab_utils import imresize
 
-    y = diff_round(_luma255(img)).to(torch.float64)
+    luma = _luma255(img, rounded=False)
+    y = diff_round(luma).to(torch.float64)
     nh, nw = y.shape[-2] // block, y.shape[-1] // block
+    # A block flat before rounding can round to two tones (a constant 127.5 or a resized constant with
+    # float error): its features would be defined but meaningless, so it counts as flat as well.
+    with torch.no_grad():
+        lb = _blocks(luma.detach(), block, nh, nw).flatten(2)
+        textured = (lb.amax(-1) - lb.amin(-1)).squeeze(-1) >= FLAT_RANGE  # [B, n]
     y = y[..., : nh * block, : nw * block]
     half = imresize(y / 255.0, scale=0.5, antialiasing=True) * 255.0
     scales = [_blocks(normalize_img_with_gauss(y, padding="replicate"), block, nh, nw),
@@ -57,7 +65,7 @@ def niqe(img: torch.Tensor, mu_pris: torch.Tensor, cov_pris: torch.Tensor, flat_
     with torch.no_grad():  # which blocks have defined features (computing them on all blocks is safe here)
         every = torch.cat([compute_feature(bl.flatten(0, 1).detach()).view(y.shape[0], nh * nw, -1)
                            for bl in scales], dim=-1)
-        defined = torch.isfinite(every).all(-1)
+        defined = torch.isfinite(every).all(-1) & textured
     graph = torch.is_grad_enabled() and y.requires_grad  # only then are the kept blocks' features recomputed
     mu_pris, cov_pris = mu_pris.to(y), cov_pris.to(y)
     out = []
