@@ -7,6 +7,8 @@
     iqa-map rank seed_*.png --prior builtin -o best.png       (or --mode softmax / tiles)
     iqa-map qmap photo.jpg -o out/maps --prior piqe   # default: cnniqa-builtin
     iqa-map enhance photo.jpg -o out/ --adaptive-fidelity cnniqa-builtin
+    iqa-map sr-finetune --model 4x.pth -o 4x_iqa.safetensors --data hr_photos/ --prior niqe --steps 150
+    iqa-map upscale photo.jpg --model 4x_iqa.safetensors -o out/ --prior niqe
 """
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ def cmd_enhance(args) -> int:
                        prompt=args.prompt)
     settings = _settings_from(args)
     reports = {}
-    args.batch = (files, valid, out, reports)  # what main() reports and keeps when the batch stops part way
+    args.enhance_batch = (files, valid, out, reports)  # what main() reports and keeps when the batch stops part way
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
         photo = _read(f, note=False)
         torch.manual_seed(args.seed)
@@ -178,7 +180,7 @@ def _write_report(path, reports: dict, files) -> None:
 def _stopped(args) -> list[str]:
     """After an enhance batch stopped part way (Ctrl-C, a full disk, out of memory): what was kept,
     the report of the finished images written; lines to print."""
-    files, todo, out, reports = getattr(args, "batch", (None, None, None, None))
+    files, todo, out, reports = getattr(args, "enhance_batch", (None, None, None, None))
     if not reports:
         return []
     done = f"note: {len(reports)} of {len(todo)} image(s) finished before it stopped"
@@ -249,6 +251,125 @@ def _settings_from(args, fidelity=None):
         adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
         adaptive_normalise=getattr(args, "adaptive_normalise", "worst"),
         adaptive_floor=getattr(args, "adaptive_floor", 0.1))
+
+
+def cmd_sr_finetune(args) -> int:
+    from tqdm import tqdm
+
+    from .core import sr
+
+    d = sr.SRSettings()
+    settings = sr.SRSettings(
+        steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, train=args.train, rank=args.lora_rank,
+        alpha=args.lora_alpha, targets=args.lora_targets, l1_weight=args.l1_weight,
+        perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
+        iqa_weight=args.iqa_weight if args.prior else 0.0, selection=args.select, temperature=args.temperature,
+        degradation=args.degradation, seed=args.seed, checkpoint_every=args.checkpoint_every or d.checkpoint_every)
+    settings.validate()
+    if args.select in ("sma", "smp", "amo") and not args.prior:
+        raise CliError(f"--select {args.select} scores the candidates: give --prior")
+    if args.select != "orig" and not (args.candidates or args.generate):
+        print(f"note: --select {args.select} without --candidates or --generate: only the candidates beside "
+              "each photo (<stem>_*.png) are used", file=sys.stderr)
+    sr.output_paths(args.output)  # a bad -o is known before anything slow
+    prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion) if args.prior else None
+    bar = None
+
+    def progress(info):
+        nonlocal bar
+        bar = bar or tqdm(total=settings.steps, initial=info["step"] - 1, desc="sr-finetune", unit="step")
+        bar.n = info["step"]
+        bar.set_postfix(l1=f"{info['l1']:.4f}", **({"q": f"{info['q']:.2f}"} if info["q"] is not None else {}))
+
+    try:
+        res = sr.finetune_upscaler(args.model, args.data, args.output, prior, settings,
+                                   candidates_dir=args.candidates, generate=args.generate or (), lr_dir=args.lr_data,
+                                   resume=args.resume, force=args.force, callback=progress, device=args.device,
+                                   prior_spec=",".join(args.prior) or None,
+                                   log=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"note: the checkpoint {sr.output_paths(args.output)[2]} holds the finished steps; run the same "
+              "command with --resume to continue", file=sys.stderr)
+        raise
+    if bar is not None:
+        bar.close()
+    h = res.result.history
+    qs = [x["q"] for x in h if x["q"] is not None]
+    print(f"wrote {res.model_path}" + (f" and {res.lora_path}" if res.lora_path else "")
+          + (f"; Q on the training crops {qs[0]:.2f} -> {sum(qs[-10:]) / len(qs[-10:]):.2f} (last 10 steps)"
+             if qs else ""))
+    if args.report:
+        _write_json(args.report, {"model": str(res.model_path), "lora": str(res.lora_path or ""),
+                                  "metadata": res.metadata, "history": h})
+    return 0
+
+
+def _write_json(path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cmd_upscale(args) -> int:
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .core import sr
+    from .core.imageio import write_photo
+
+    if args.tile < 0 or 0 < args.tile < 32:
+        raise CliError(f"--tile must be 0 (never tile) or at least 32 pixels; got {args.tile}")
+    model = sr.load_upscaler(args.model, device=args.device)
+    if args.lora:
+        model = sr.apply_lora(model, args.lora)
+    files = _inputs(args.inputs)
+    out = _output_dir(args.output)
+    name = lambda f: out / f"{f.stem}_x{model.scale}.png"  # noqa: E731
+    todo = [f for f in files if args.force or not name(f).exists()]
+    if len(todo) < len(files):
+        print(f"skipping {len(files) - len(todo)} image(s) already upscaled in {out} (use --force to redo)")
+    if not todo:
+        return 0
+    valid, failed = [], 0
+    for f in todo:  # every input checked before the slow part, so a bad file is reported at once
+        try:
+            _read(f)
+            valid.append(f)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    if not valid:
+        raise CliError("none of the inputs can be used")
+    prior = build_prior(args.prior, args.weights_dir, args.device) if args.prior else None
+    reports = {}
+    for f in tqdm(valid, desc="upscale", unit="img", disable=len(valid) < 2):
+        photo = _read(f, note=False)
+        with torch.no_grad():
+            img = sr.upscale(model, photo.image, tile=args.tile, overlap=args.tile_overlap)
+        if photo.alpha is not None:  # the alpha channel follows the picture (bicubic)
+            photo = dataclasses.replace(photo, alpha=F.interpolate(photo.alpha, size=img.shape[-2:], mode="bicubic",
+                                                                   align_corners=False).clamp(0, 1))
+        dest = write_photo(img, name(f), like=photo, protect=files)
+        entry = {"output": str(dest), "model": str(args.model), "scale": model.scale,
+                 "size": [img.shape[-1], img.shape[-2]]}
+        if prior is not None:
+            entry["scores"] = {prior.name: _cal_or_native(prior, img)}
+        reports[str(f)] = entry
+        print(f"{f.name}: {photo.image.shape[-1]}x{photo.image.shape[-2]} -> {img.shape[-1]}x{img.shape[-2]}"
+              + (f", {prior.name} {entry['scores'][prior.name]:.2f}" if prior is not None else "") + f" -> {dest}")
+    if args.report:
+        _write_report(args.report, reports, files)
+    return 1 if failed else 0
 
 
 def _cal_or_native(prior, img):
@@ -567,6 +688,69 @@ def parser() -> argparse.ArgumentParser:
     qm.add_argument("--invert", action="store_true", help="white = best instead of worst")
     common(qm)
     qm.set_defaults(func=cmd_qmap)
+
+    from .core.sr import DEGRADATIONS, SELECTIONS, TARGET_KINDS, TRAIN_MODES, SRSettings
+
+    srd = SRSettings()
+    ft = sub.add_parser("sr-finetune", help="fine-tune an upscaler (any model ComfyUI's Load Upscale Model reads) "
+                        "with LoRA, an NR-IQA prior and optionally IQA-selected targets")
+    ft.add_argument("--model", required=True, help="the base upscaler file (.pth, .safetensors, ...)")
+    ft.add_argument("-o", "--output", required=True, help="the tuned model (.safetensors or .pth); the LoRA is "
+                    "written beside it as <stem>_lora.safetensors, the checkpoint as <output>.ckpt")
+    ft.add_argument("--data", required=True, help="folder of HR photos (LR inputs are made by the model's scale)")
+    ft.add_argument("--lr-data", default=None, metavar="DIR", help="LR photos of the same names (instead of bicubic)")
+    ft.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]",
+                    help="the Q in L1 - lQ Q; repeat to fuse several (none: L1 only)")
+    ft.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"], help=FUSION_HELP)
+    ft.add_argument("--iqa-weight", type=float, default=srd.iqa_weight,
+                    help="lQ, per calibrated point of Q (default %(default)s)")
+    ft.add_argument("--steps", type=int, default=srd.steps, help="default %(default)s")
+    ft.add_argument("--batch", type=int, default=srd.batch, help="crops per step (default %(default)s)")
+    ft.add_argument("--crop", type=int, default=srd.crop, help="LR crop side in pixels (default %(default)s)")
+    ft.add_argument("--lr", type=float, default=srd.lr, help="Adam learning rate (default %(default)s)")
+    ft.add_argument("--train", default=srd.train, choices=TRAIN_MODES,
+                    help="lora: only adapters train (limits metric hacking; default); all: every weight")
+    ft.add_argument("--lora-rank", type=int, default=srd.rank, help="default %(default)s")
+    ft.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
+    ft.add_argument("--lora-targets", default=srd.targets, choices=TARGET_KINDS,
+                    help="layer kinds that take adapters (default %(default)s)")
+    ft.add_argument("--l1-weight", type=float, default=srd.l1_weight, help="default %(default)s")
+    ft.add_argument("--perceptual-weight", type=float, default=srd.perceptual_weight,
+                    help="weight of NLPD, a weight-free perceptual distance (default %(default)s)")
+    ft.add_argument("--adversarial-weight", type=float, default=srd.adversarial_weight,
+                    help="weight of a small patch discriminator's loss (default %(default)s: off)")
+    ft.add_argument("--select", default=srd.selection, choices=SELECTIONS,
+                    help="training target: orig (the HR photo), random, sma (softmax of Q / T over the candidates), "
+                         "smp (over those scoring at least the photo), amo (the best candidate per crop)")
+    ft.add_argument("--temperature", type=float, default=srd.temperature, help="sma/smp, calibrated points "
+                    "(default %(default)s)")
+    ft.add_argument("--candidates", default=None, metavar="DIR",
+                    help="folder of candidate targets <stem>_*.png (also looked for beside each photo)")
+    ft.add_argument("--generate", action="append", choices=["sharpen"], default=[],
+                    help="add generated candidates: sharpen = the photo unsharp-masked at three strengths")
+    ft.add_argument("--degradation", default=srd.degradation, choices=DEGRADATIONS,
+                    help="how LR inputs are made: bicubic (default) or mix (random blur, noise, JPEG on top)")
+    ft.add_argument("--seed", type=int, default=srd.seed)
+    ft.add_argument("--checkpoint-every", type=int, default=srd.checkpoint_every, metavar="STEPS")
+    ft.add_argument("--resume", action="store_true", help="continue the run in <output>.ckpt exactly")
+    ft.add_argument("--force", action="store_true", help="replace existing output files")
+    ft.add_argument("--report", default=None, help="write a JSON report (settings, losses and Q per step)")
+    common(ft)
+    ft.set_defaults(func=cmd_sr_finetune)
+
+    up = sub.add_parser("upscale", help="upscale photos with a model file (tiled for large inputs)")
+    up.add_argument("inputs", nargs="+", help="image files or folders")
+    up.add_argument("--model", required=True, help="upscaler file (any spandrel architecture)")
+    up.add_argument("--lora", default=None, help="an IQA-MAP upscaler LoRA to apply to --model first")
+    up.add_argument("-o", "--output", required=True, help="output folder (<stem>_x<scale>.png)")
+    up.add_argument("--tile", type=int, default=512, metavar="PIXELS",
+                    help="input tile side for large photos; 0 = never tile (default %(default)s)")
+    up.add_argument("--tile-overlap", type=int, default=32, metavar="PIXELS", help="default %(default)s")
+    up.add_argument("--prior", action="append", default=[], metavar="NAME", help="score the results")
+    up.add_argument("--report", default=None, help="write the JSON report here")
+    up.add_argument("--force", action="store_true", help="redo images whose output exists")
+    common(up)
+    up.set_defaults(func=cmd_upscale)
 
     sub.add_parser("priors", help="list the prior names").set_defaults(func=cmd_priors)
 
