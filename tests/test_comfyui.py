@@ -59,6 +59,8 @@ def _small(prompt: dict, size: int = 64, iterations: int = 2) -> dict:
             ins["iterations"] = iterations
         elif node["class_type"] == "IQAMAP_DDIMInvert":
             ins["steps"] = 2
+        elif node["class_type"] == "IQAMAP_IQAFineTuneUpscaler":
+            ins.update(steps=2, crop=8, batch=1)
     return prompt
 
 

@@ -133,7 +133,7 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
     """Fine-tune ``base`` (a spandrel descriptor) on ``sampler``'s batches; ``prior`` gives Q (needed when
     ``iqa_weight > 0``). ``checkpoint``: a file written every ``checkpoint_every`` steps and at the end (and
     on an interrupt); with ``resume`` an existing one is continued exactly. ``callback(info)`` after each step
-    (``info``: step, steps, loss terms, q) may raise :class:`Interrupted` to stop."""
+    (``info``: step, steps, loss terms, q, and ``preview``: the step's first SR crop) may raise :class:`Interrupted` to stop."""
     from ..objective import SmoothNLPD
     from ..map import comparable_score
 
@@ -227,6 +227,7 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
             info = {"step": step + 1, "steps": s.steps, "loss": float(loss.detach()),
                     **{k: float(v.detach()) for k, v in terms.items()}, "q": None if q is None else float(q.detach())}
             history.append(info)
+            info = {**info, "preview": sr.detach()[:1].clamp(0, 1)}  # for progress previews, not the history
             if ckpt is not None and s.checkpoint_every and (step + 1) % s.checkpoint_every == 0:
                 save(step + 1)
             if callback is not None:

@@ -1,0 +1,165 @@
+"""IQA-regularised fine-tuning of a ComfyUI upscaler (UPSCALE_MODEL in, UPSCALE_MODEL out)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+
+from .types import CATEGORY, IQA_PRIOR
+
+log = logging.getLogger("iqa_map")
+
+
+def _settings_defaults():
+    from ..core.sr import SRSettings
+    return SRSettings()
+
+
+class IQAFineTuneUpscaler:
+    DESCRIPTION = ("Fine-tunes an upscaler (from Load Upscale Model) on your HR photos with L1 minus an NR-IQA "
+                   "prior's score: LoRA adapters train (which limits metric hacking) and are merged, so the output "
+                   "is the same architecture and scale, ready for Upscale Image (using Model). Inputs are the "
+                   "photos downscaled by the model's scale; the target is the photo itself or, with a selection "
+                   "other than 'orig', one of its candidates (sharpened versions and/or the 'candidates' batch) "
+                   "chosen by the prior. The base model is never changed. Optionally saved into "
+                   "models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("UPSCALE_MODEL", "STRING")
+    RETURN_NAMES = ("upscale_model", "report")
+    OUTPUT_TOOLTIPS = ("The fine-tuned upscaler (LoRA merged): the base's architecture and scale.",
+                       "JSON: settings, losses and Q per step, where it was saved.")
+    FUNCTION = "finetune"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..core.sr import SELECTIONS
+
+        d = _settings_defaults()
+        return {
+            "required": {
+                "upscale_model": ("UPSCALE_MODEL", {"tooltip": "The base upscaler (Load Upscale Model)."}),
+                "images": ("IMAGE", {"tooltip": "HR training photos (a batch; at least one LR crop times the "
+                                     "scale a side). Load Image, or a batch of them."}),
+                "prior": (IQA_PRIOR, {"tooltip": "The Q in L1 - weight x Q (Load IQA Prior or Fuse Priors)."}),
+                "steps": ("INT", {"default": d.steps, "min": 1, "max": 100000, "tooltip": "Adam steps."}),
+                "rank": ("INT", {"default": d.rank, "min": 1, "max": 256, "tooltip": "LoRA rank (3: the adapters "
+                         "stay under a tenth of a small upscaler)."}),
+                "iqa_weight": ("FLOAT", {"default": d.iqa_weight, "min": 0.0, "max": 1.0, "step": 0.0001,
+                               "tooltip": "lQ per calibrated point of Q; 0 = L1 only (the control)."}),
+                "selection": (list(SELECTIONS), {"default": d.selection, "tooltip": "Training target: orig (the "
+                              "photo), random, sma (softmax of Q/T over the candidates), smp (over those scoring at "
+                              "least the photo), amo (the best candidate per crop)."}),
+                "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
+                         "Crops, flips and the adapters' initialisation."}),
+            },
+            "optional": {
+                "candidates": ("IMAGE", {"tooltip": "Candidate targets: renderings of the photos (same sizes), "
+                               "in the photos' order, repeated (candidate i belongs to photo i mod N)."}),
+                "sharpened_candidates": ("BOOLEAN", {"default": True, "tooltip": "Add the photos unsharp-masked at "
+                                         "three strengths as candidates (used when selection is not orig)."}),
+                "crop": ("INT", {"default": d.crop, "min": 8, "max": 1024, "tooltip": "LR crop side in pixels."}),
+                "batch": ("INT", {"default": d.batch, "min": 1, "max": 64, "tooltip": "Crops per step."}),
+                "learning_rate": ("FLOAT", {"default": d.lr, "min": 1e-6, "max": 1.0, "step": 1e-5,
+                                  "tooltip": "Adam learning rate."}),
+                "save_name": ("STRING", {"default": "", "tooltip": "If set, save the tuned model as models/"
+                              "upscale_models/<name>.safetensors (and its LoRA beside it); never overwrites."}),
+            },
+        }
+
+    def finetune(self, upscale_model, images, prior, steps=150, rank=3, iqa_weight=0.0005, selection="orig", seed=0,
+                 candidates=None, sharpened_candidates=True, crop=64, batch=4, learning_rate=2e-4, save_name=""):
+        from ..core import sr
+        from ..core.sr.data import SHARPEN_AMOUNTS, Sample, sharpen
+        from . import comfy
+
+        save_to = _save_path(save_name.strip()) if save_name.strip() else None
+        with torch.inference_mode(False):
+            base = sr.load_upscaler(_usable_descriptor(upscale_model))
+            photos = images[..., :3].movedim(-1, 1).float().clone().cpu()
+            samples = []
+            for i, hr in enumerate(photos):
+                cands, labels = [hr], ["orig"]
+                if candidates is not None:
+                    c = candidates[..., :3].movedim(-1, 1).float().clone().cpu()
+                    if c.shape[-2:] != hr.shape[-2:]:
+                        raise ValueError(f"IQA Fine-tune Upscaler: candidates are {c.shape[-1]}x{c.shape[-2]} but "
+                                         f"the photos {hr.shape[-1]}x{hr.shape[-2]}; candidates must be pixel-"
+                                         "aligned renderings of the photos")
+                    for j in range(i, len(c), len(photos)):
+                        cands.append(c[j])
+                        labels.append(f"candidate{j}")
+                if sharpened_candidates and selection != "orig":
+                    for a in SHARPEN_AMOUNTS:
+                        cands.append(sharpen(hr[None], a)[0])
+                        labels.append(f"sharpen{a:g}")
+                samples.append(Sample(f"image{i}", cands, labels))
+            s = sr.SRSettings(steps=steps, batch=batch, crop=crop, lr=learning_rate, rank=rank, iqa_weight=iqa_weight,
+                              selection=selection, seed=seed)
+            try:
+                s.validate()
+                sampler = sr.PairSampler(samples, base.scale, crop, batch, selection=selection,
+                                         temperature=s.temperature, prior=prior, seed=seed)
+            except ValueError as e:
+                raise ValueError(f"IQA Fine-tune Upscaler: {e}") from None
+            bar = comfy.Progress(steps, "fine-tune upscaler")
+
+            def progress(info):
+                log.info("IQA-MAP fine-tune upscaler: step %d/%d l1 %.4f q %s", info["step"], steps, info["l1"],
+                         "-" if info["q"] is None else f"{info['q']:.2f}")
+                if bar.bar is not None:
+                    every = info["step"] % 10 == 0 or info["step"] == steps
+                    bar.bar.update_absolute(info["step"], steps, comfy._preview(info["preview"] if every else None))
+                bar.check_interrupt()
+
+            res = sr.finetune(base, sampler, prior, s, callback=progress, device=comfy.default_device(),
+                              base_hash=sr.state_sha256(base.model.state_dict()))
+            merged = res.merged_state_dict()
+            tuned = sr.load_upscaler(merged)
+            info = {"record": res.record, "history": res.history}
+            if save_to:
+                info["saved"] = _save(save_to, merged, res, s)
+        return (tuned, json.dumps(info, indent=1, default=str))
+
+
+def _usable_descriptor(desc):
+    """ComfyUI loads the model under inference mode: a descriptor over plain tensors (a copy; the original
+    stays as ComfyUI cached it)."""
+    from ..core import sr
+    if not (hasattr(desc, "model") and hasattr(desc, "scale")):
+        raise ValueError("IQA Fine-tune Upscaler: 'upscale_model' must come from Load Upscale Model")
+    state = {k: v.detach().clone() for k, v in desc.model.state_dict().items()}
+    try:
+        return sr.load_upscaler(state)
+    except sr.UpscalerError as e:
+        raise ValueError(f"IQA Fine-tune Upscaler: {e}") from None
+
+
+def _save_path(name: str) -> str:
+    """``models/upscale_models/<name>.safetensors``; checked before training so a bad name costs nothing."""
+    try:
+        import folder_paths
+        folder = folder_paths.get_folder_paths("upscale_models")[0]
+    except (ImportError, KeyError, IndexError):
+        raise ValueError("IQA Fine-tune Upscaler: save_name needs ComfyUI's models/upscale_models folder") from None
+    if os.sep in name or (os.altsep and os.altsep in name) or name.startswith("."):
+        raise ValueError(f"IQA Fine-tune Upscaler: save_name {name!r} must be a plain file name")
+    stem = name[:-len(".safetensors")] if name.endswith(".safetensors") else name
+    path = os.path.join(folder, stem + ".safetensors")
+    for p in (path, path[:-len(".safetensors")] + "_lora.safetensors"):
+        if os.path.exists(p):
+            raise ValueError(f"IQA Fine-tune Upscaler: {p} exists; choose another save_name")
+    return path
+
+
+def _save(path: str, merged: dict, res, settings) -> dict:
+    from ..core import sr
+
+    sr.save_upscaler(merged, path, res.record)
+    lora = None
+    if res.lora is not None:
+        lora = str(sr.save_lora(res.lora_state_dict(), settings.lora_spec(),
+                                path[:-len(".safetensors")] + "_lora.safetensors", res.record))
+    return {"model": path, "lora": lora}
