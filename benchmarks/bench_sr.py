@@ -91,7 +91,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="out/bench/sr.json")
     ap.add_argument("--save-models", default="out/bench/sr_models")
+    ap.add_argument("--figure", default=None, metavar="PNG", help="only draw crops of the saved models (HR, "
+                    "bicubic and each row) on two dev photos into this file, from --save-models and --out")
     args = ap.parse_args(argv)
+    if args.figure:
+        return figure(args)
 
     from benchmarks.common import dev_files
     from iqa_map.core import priors, sr
@@ -165,6 +169,47 @@ def main(argv=None) -> None:
             out.write_text(json.dumps(results, indent=1, default=str))
             print(f"{key}: trained {train_s:.0f} s, evaluated", flush=True)
     print(table(results, prior_name=args.prior))
+
+
+@torch.no_grad()
+def figure(args, photos=("108005.png", "253027.png"), crop=96) -> None:
+    """HR | bicubic | every row's output, on a central crop of two dev photos, each labelled with PSNR-Y and
+    the optimised prior's native score for that crop."""
+    import torch.nn.functional as F
+
+    from benchmarks.common import centre_crop
+    from iqa_map.core import priors, sr
+    from iqa_map.core.imageio import load_image
+    from iqa_map.sheets import contact_sheet
+
+    results = json.loads(Path(args.out).read_text())
+    prior = priors.load(args.prior)
+    tiles, labels = [], []
+    keys = list(results["rows"])
+    for name in photos:
+        hr_full = load_image(DATA / "images" / "dev" / name)
+        for key in keys:
+            base_name, row = key.split("/")
+            path = DATA / "weights" / "sr" / next(p.name for p in (DATA / "weights" / "sr").iterdir()
+                                                   if p.stem == base_name)
+            model = sr.load_upscaler(path) if row == "base" else \
+                sr.load_upscaler(Path(args.save_models) / f"{base_name}_{row}.safetensors")
+            s_ = model.scale
+            hr = centre_crop(hr_full, crop * s_ // 2 * 2)
+            lr = sr.downscale(hr, s_)
+            if not tiles or key == keys[0]:
+                bic = F.interpolate(lr, scale_factor=s_, mode="bicubic", align_corners=False).clamp(0, 1)
+                for t, lab in ((hr, f"{name} HR"), (bic, "bicubic")):
+                    tiles.append(t)
+                    labels.append(f"{lab}\n{args.prior} {float(prior.native(t)):.2f}")
+            out = sr.upscale(model, lr, tile=0)
+            p, _ = psnr_ssim_y(out, hr, s_)
+            tiles.append(out)
+            labels.append(f"{key}\n{p:.2f} dB, {args.prior} {float(prior.native(out)):.2f}")
+    sheet = contact_sheet(tiles, labels, columns=len(keys) + 2)
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.figure)
+    print(f"wrote {args.figure}")
 
 
 def table(results: dict, prior_name: str) -> str:

@@ -53,6 +53,7 @@ def finetune_upscaler(base_path, hr_dir, out, prior=None, settings: SRSettings |
     if ckpt.exists() and not resume:
         raise FileExistsError(f"{ckpt} holds an unfinished run: add --resume to continue it, or delete it to "
                               "start again")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = load_upscaler(base_path, device=device)
     base_hash = file_sha256(base_path)
     samples = load_samples(hr_dir, candidates_dir=candidates_dir, generate=generate)
