@@ -264,7 +264,8 @@ def cmd_sr_finetune(args) -> int:
         alpha=args.lora_alpha, targets=args.lora_targets, l1_weight=args.l1_weight,
         perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
         iqa_weight=args.iqa_weight if args.prior else 0.0, selection=args.select, temperature=args.temperature,
-        degradation=args.degradation, seed=args.seed, checkpoint_every=args.checkpoint_every or d.checkpoint_every)
+        degradation=args.degradation, quality_weight_prior=args.quality_weighted, quality_floor=args.quality_floor,
+        seed=args.seed, checkpoint_every=args.checkpoint_every or d.checkpoint_every)
     settings.validate()
     if args.select in ("sma", "smp", "amo") and not args.prior:
         raise CliError(f"--select {args.select} scores the candidates: give --prior")
@@ -730,6 +731,12 @@ def parser() -> argparse.ArgumentParser:
                     help="add generated candidates: sharpen = the photo unsharp-masked at three strengths")
     ft.add_argument("--degradation", default=srd.degradation, choices=DEGRADATIONS,
                     help="how LR inputs are made: bicubic (default) or mix (random blur, noise, JPEG on top)")
+    ft.add_argument("--quality-weighted", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
+                    help="AdaQual-Diff's quality-weighted L1: weigh each pixel by w(q) = (q_max - q)/(q_max - q_min) "
+                         "of PRIOR's quality map of the LR input (default cnniqa-builtin), damaged regions most")
+    ft.add_argument("--quality-floor", type=float, default=srd.quality_floor,
+                    help="with --quality-weighted: the best region's weight relative to the worst "
+                         "(default %(default)s)")
     ft.add_argument("--seed", type=int, default=srd.seed)
     ft.add_argument("--checkpoint-every", type=int, default=srd.checkpoint_every, metavar="STEPS")
     ft.add_argument("--resume", action="store_true", help="continue the run in <output>.ckpt exactly")

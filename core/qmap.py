@@ -62,6 +62,18 @@ class QualityMap:
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
 
 
+def loss_weight(q: torch.Tensor, q_min: torch.Tensor | float | None = None,
+                q_max: torch.Tensor | float | None = None) -> torch.Tensor:
+    """AdaQual-Diff's quality-weighted loss weight ``w(q) = (q_max - q) / (q_max - q_min)``: 1 in the worst
+    region, 0 in the best; ``q`` [B,1,H,W] (higher = better), ``q_min``/``q_max`` per image by default. A
+    constant map (nothing to tell apart) weighs every pixel 1."""
+    lo = q.amin(dim=(1, 2, 3), keepdim=True) if q_min is None else torch.as_tensor(q_min, dtype=q.dtype)
+    hi = q.amax(dim=(1, 2, 3), keepdim=True) if q_max is None else torch.as_tensor(q_max, dtype=q.dtype)
+    span = hi - lo
+    w = ((hi - q) / span.clamp_min(1e-12)).clamp(0, 1)
+    return torch.where(span > 1e-12, w, torch.ones_like(w))
+
+
 def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """Otsu's threshold of each image of ``x`` ([B,1,H,W] in [0, 1]): the split of the values into two
     classes with the largest between-class variance. Returns [B,1,1,1]; 0 for a constant map."""

@@ -185,8 +185,8 @@ def test_targets_align_with_inputs(tmp_path, tiny):
     """The LR crop is the bicubic downscale of the target crop (orig): crops, flips and transposes agree."""
     samples = sr.load_samples(photos(tmp_path / "hr", n=2, size=64))
     smp = sr.PairSampler(samples, 2, crop=12, batch=16, seed=5)
-    lr, hr = smp.next()
-    assert lr.shape == (16, 3, 12, 12) and hr.shape == (16, 3, 24, 24)
+    lr, hr, weight = smp.next()
+    assert weight is None and lr.shape == (16, 3, 12, 12) and hr.shape == (16, 3, 24, 24)
     inner = slice(3, -3)  # away from the crop border, where the downscale saw the neighbours
     err = (sr.downscale(hr, 2)[..., inner, inner] - lr[..., inner, inner]).abs().mean()
     assert err < 0.01, err
@@ -385,3 +385,45 @@ def test_finetune_node_returns_a_working_upscaler(tmp_path):
         node.finetune(base, images, prior, steps=1, crop=48)
     with torch.inference_mode(), pytest.raises(ValueError, match="upscale_models"):
         node.finetune(base, images, prior, steps=1, crop=16, batch=1, save_name="mine")
+
+
+def test_quality_weight_follows_w_of_q(tmp_path):
+    from iqa_map.core.qmap import loss_weight
+
+    q = torch.tensor([[10.0, 20.0], [30.0, 50.0]]).view(1, 1, 2, 2)
+    assert torch.allclose(loss_weight(q), torch.tensor([[1.0, 0.75], [0.5, 0.0]]).view(1, 1, 2, 2))
+    assert torch.equal(loss_weight(torch.full((1, 1, 3, 3), 7.0)), torch.ones(1, 1, 3, 3))
+    assert torch.allclose(loss_weight(q, q_min=0.0, q_max=100.0), (100 - q) / 100)
+    # in the sampler: damaged half of a photo (noise) weighs more than the clean half, mean 1, aligned crops
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128] / 128
+    arr = np.stack([np.sin(4 * xx), np.cos(3 * yy), xx * yy], -1) * 0.3 + 0.5
+    arr[:, 64:] = np.clip(arr[:, 64:] + rng.normal(0, 0.15, arr[:, 64:].shape), 0, 1)
+    (tmp_path / "hr").mkdir()
+    Image.fromarray((arr * 255).astype(np.uint8)).save(tmp_path / "hr" / "half.png")
+    smp = sr.PairSampler(sr.load_samples(tmp_path / "hr"), 2, crop=16, batch=4, seed=0,
+                         weight_prior=priors.load("cnniqa-builtin"), weight_floor=0.1)
+    w = smp.samples[0].weight
+    assert w.shape == (1, 128, 128) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+    assert float(w[:, :, 72:].mean()) > 1.5 * float(w[:, :, :56].mean())
+    b = smp.next()
+    assert b.weight.shape == (4, 1, 32, 32)
+    with pytest.raises(ValueError, match="weight_prior"):
+        sr.finetune(sr.load_upscaler(tiny_state()), smp, None, sr.SRSettings(steps=1, crop=16, iqa_weight=0))
+    res = sr.finetune(sr.load_upscaler(tiny_state()), smp, None,
+                      sr.SRSettings(steps=2, crop=16, batch=4, iqa_weight=0, quality_weight_prior="cnniqa-builtin"))
+    assert res.record["quality_weight_prior"] == "cnniqa-builtin" and len(res.history) == 2
+
+
+def test_cli_quality_weighted(tmp_path, capsys):
+    base = tmp_path / "base.pth"
+    torch.save(tiny_state(), base)
+    hr = photos(tmp_path / "hr", n=1, size=64)
+    out = tmp_path / "q.pth"
+    assert _run(["sr-finetune", "--model", base, "-o", out, "--data", hr, "--steps", 2, "--crop", 16, "--batch", 1,
+                 "--quality-weighted", "--quality-floor", 0.2]) == 0, capsys.readouterr().err
+    meta = sr.read_metadata(out)  # .pth: the metadata beside it
+    assert meta["quality_weight_prior"] == "cnniqa-builtin" and meta["quality_floor"] == 0.2
+    assert meta["iqa_weight"] == 0.0  # no --prior: L1 only
+    assert _run(["sr-finetune", "--model", base, "-o", tmp_path / "r.pth", "--data", hr, "--quality-floor", 0]) == 2
+    assert "quality_floor" in capsys.readouterr().err

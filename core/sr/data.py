@@ -18,9 +18,9 @@ calibrated points for every prior.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,26 @@ class Sample:
     labels: list                # "orig", "sharpen0.5", a file name ...
     scores: torch.Tensor | None = None   # [N] comparable scores (sma/smp), else None
     lr: torch.Tensor | None = None       # [3,h,w] LR of the photo (bicubic)
+    weight: torch.Tensor | None = None   # [1,H,W] quality-weighted loss weight (mean 1), or None
+
+
+class Batch(NamedTuple):
+    lr: torch.Tensor                 # [B,3,c,c]
+    target: torch.Tensor             # [B,3,c*s,c*s]
+    weight: torch.Tensor | None      # [B,1,c*s,c*s] per-pixel loss weight, or None (uniform)
+
+
+def quality_weight(prior, lr: torch.Tensor, size: tuple, floor: float = 0.1, window: int = 32,
+                   stride: int = 8) -> torch.Tensor:
+    """Per-pixel loss weight of one photo from the quality map of its LR input (what the model sees):
+    ``floor + (1 - floor) * w(q)`` with AdaQual-Diff's ``w(q) = (q_max - q) / (q_max - q_min)``, so
+    damaged regions weigh most; resized to the target's ``size`` and scaled to mean 1."""
+    from ..qmap import loss_weight, quality_map, resize_like
+
+    m = quality_map(prior, lr[None], window=min(window, *lr.shape[-2:]), stride=stride)
+    w = floor + (1.0 - floor) * loss_weight(m.scores)
+    w = resize_like(w, *size)
+    return (w / w.mean().clamp_min(1e-12))[0]
 
 
 def find_candidates(hr: Path, folder: Path | None) -> list[Path]:
@@ -107,7 +127,8 @@ class PairSampler:
     state is part of a checkpoint (exact resume)."""
 
     def __init__(self, samples: Sequence[Sample], scale: int, crop: int, batch: int, selection: str = "orig",
-                 temperature: float = 5.0, degradation: str = "bicubic", prior=None, seed: int = 0):
+                 temperature: float = 5.0, degradation: str = "bicubic", prior=None, seed: int = 0,
+                 weight_prior=None, weight_floor: float = 0.1):
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; choose from {', '.join(SELECTIONS)}")
         if degradation not in DEGRADATIONS:
@@ -124,12 +145,16 @@ class PairSampler:
         self.skipped = small
         self.scale, self.crop, self.batch = scale, crop, batch
         self.selection, self.temperature, self.degradation, self.prior = selection, temperature, degradation, prior
+        self.weight_prior, self.weight_floor = weight_prior, weight_floor
         self.gen = torch.Generator().manual_seed(int(seed))
         for s in self.samples:
             if s.lr is None:
                 s.lr = downscale(s.candidates[0][None], scale)[0]
             if selection in ("sma", "smp") and s.scores is None:
                 s.scores = candidate_scores(prior, s.candidates)
+            if weight_prior is not None and s.weight is None:
+                h, w = s.lr.shape[-2] * scale, s.lr.shape[-1] * scale
+                s.weight = quality_weight(weight_prior, s.lr, (h, w), weight_floor)
         self.probs = [probabilities(selection if selection != "amo" else "orig", s.scores, temperature)
                       for s in self.samples]
         self.picked = torch.zeros(max(len(s.candidates) for s in self.samples))  # how often each index was the target
@@ -144,8 +169,8 @@ class PairSampler:
     def _int(self, n: int) -> int:
         return int(torch.randint(n, (1,), generator=self.gen))
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lrs, hrs = [], []
+    def next(self) -> Batch:
+        lrs, hrs, ws = [], [], []
         s_, c = self.scale, self.crop
         for _ in range(self.batch):
             i = self._int(len(self.samples))
@@ -159,19 +184,19 @@ class PairSampler:
                 k = int(torch.multinomial(self.probs[i].double(), 1, generator=self.gen))
             self.picked[k] += 1
             lr, hr = smp.lr[:, y:y + c, x:x + c], crops[k]
+            w = None if smp.weight is None else smp.weight[:, y * s_:(y + c) * s_, x * s_:(x + c) * s_]
             f = torch.rand(3, generator=self.gen).tolist()  # flips and a transpose: the 8 dihedral poses
-            if f[0] < 0.5:
-                lr, hr = lr.flip(-1), hr.flip(-1)
-            if f[1] < 0.5:
-                lr, hr = lr.flip(-2), hr.flip(-2)
-            if f[2] < 0.5:
-                lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+            for flip, op in zip(f, (lambda t: t.flip(-1), lambda t: t.flip(-2), lambda t: t.transpose(-1, -2))):
+                if flip < 0.5:
+                    lr, hr, w = op(lr), op(hr), None if w is None else op(w)
             lrs.append(lr)
             hrs.append(hr)
+            ws.append(w)
         lr = torch.stack(lrs).contiguous()
         if self.degradation == "mix":
             lr = degrade_mix(lr, self.gen)
-        return lr, torch.stack(hrs).contiguous()
+        weight = None if any(w is None for w in ws) else torch.stack(ws).contiguous()
+        return Batch(lr, torch.stack(hrs).contiguous(), weight)
 
 
 @torch.no_grad()

@@ -59,8 +59,13 @@ def finetune_upscaler(base_path, hr_dir, out, prior=None, settings: SRSettings |
     samples = load_samples(hr_dir, candidates_dir=candidates_dir, generate=generate)
     if lr_dir is not None:
         load_lr(samples, lr_dir, hr_dir, base.scale)
+    weight_prior = None
+    if s.quality_weight_prior:
+        from ..priors import load as load_prior
+        weight_prior = load_prior(s.quality_weight_prior, device=device)
     sampler = PairSampler(samples, base.scale, s.crop, s.batch, selection=s.selection, temperature=s.temperature,
-                          degradation=s.degradation, prior=prior, seed=s.seed)
+                          degradation=s.degradation, prior=prior, seed=s.seed, weight_prior=weight_prior,
+                          weight_floor=s.quality_floor)
     if sampler.skipped:
         log(f"note: {len(sampler.skipped)} photo(s) smaller than one {s.crop * base.scale}-pixel crop are not used: "
             f"{', '.join(sampler.skipped[:5])}{' ...' if len(sampler.skipped) > 5 else ''}")

@@ -45,6 +45,8 @@ class SRSettings:
     selection: str = "orig"
     temperature: float = 5.0         # calibrated points
     degradation: str = "bicubic"
+    quality_weight_prior: str | None = None  # AdaQual-Diff's quality-weighted L1 from this prior's map of the LR
+    quality_floor: float = 0.1               # weight of the best region relative to the worst
     seed: int = 0
     checkpoint_every: int = 50
 
@@ -58,6 +60,8 @@ class SRSettings:
             raise ValueError(f"unknown selection {self.selection!r}; choose from {', '.join(SELECTIONS)}")
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"unknown degradation {self.degradation!r}; choose from {', '.join(DEGRADATIONS)}")
+        if not 0 < self.quality_floor <= 1:
+            raise ValueError(f"quality_floor must be in (0, 1]; got {self.quality_floor}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError("temperature and lr must be > 0")
         if min(self.l1_weight, self.perceptual_weight, self.adversarial_weight, self.iqa_weight) < 0:
@@ -139,6 +143,9 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
 
     s = settings or SRSettings()
     s.validate()
+    if bool(s.quality_weight_prior) != (getattr(sampler, "weight_prior", None) is not None):
+        raise ValueError("quality_weight_prior is set in the settings but the sampler has no weight_prior, or "
+                         "the other way round: give both (finetune_upscaler does)")
     if s.iqa_weight > 0 and prior is None:
         raise ValueError("iqa_weight > 0 needs a prior (the Q in L1 - lQ * Q)")
     dev = torch.device(device) if device else next(base.model.parameters()).device
@@ -195,10 +202,13 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
     try:
         for step in range(start, s.steps):
             before = sampler.state()  # an interrupt inside a step saves the state the step started from
-            lr_img, hr = sampler.next()
+            lr_img, hr, weight = sampler.next()
             lr_img, hr = lr_img.to(dev), hr.to(dev)
             sr = module(lr_img)
-            terms = {"l1": F.l1_loss(sr, hr)}
+            if weight is None:
+                terms = {"l1": F.l1_loss(sr, hr)}
+            else:  # quality-weighted L1 (AdaQual-Diff's w(q)): the weight has mean 1 over each photo
+                terms = {"l1": ((sr - hr).abs() * weight.to(dev)).mean()}
             loss = s.l1_weight * terms["l1"]
             if nlpd is not None:
                 terms["nlpd"] = nlpd(sr.clamp(0, 1), hr).mean()
