@@ -9,6 +9,7 @@ from .map_nodes import DDIMInvert, Decode, LatentMAPAscent
 from .model_nodes import DenoiserAsDiffusionModel, LoadBuiltinPriorModel
 from .prior_nodes import FusePriors, IQAScore, LoadIQAPrior
 from .select_nodes import IQAQualityMap, IQASelect
+from .regional_nodes import IQARegionalPrompt
 from .sr_nodes import IQAFineTuneUpscaler
 
 comfy.register_model_folder()
@@ -25,6 +26,7 @@ _NODES = {
     "IQAMAP_LoadBuiltinPriorModel": (LoadBuiltinPriorModel, "Load Built-in Prior Model"),
     "IQAMAP_DenoiserAsDiffusionModel": (DenoiserAsDiffusionModel, "Denoiser as Diffusion Model"),
     "IQAMAP_IQAFineTuneUpscaler": (IQAFineTuneUpscaler, "IQA Fine-tune Upscaler"),
+    "IQAMAP_IQARegionalPrompt": (IQARegionalPrompt, "IQA Regional Prompt"),
 }
 NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in _NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in _NODES.items()}
