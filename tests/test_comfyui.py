@@ -61,6 +61,8 @@ def _small(prompt: dict, size: int = 64, iterations: int = 2) -> dict:
             ins["steps"] = 2
         elif node["class_type"] == "IQAMAP_IQAFineTuneUpscaler":
             ins.update(steps=2, crop=8, batch=1)
+        elif node["class_type"] == "KSampler":
+            ins["steps"] = 2
     return prompt
 
 
@@ -83,7 +85,8 @@ def test_shipped_workflow_runs(server, path):
     assert len(saved) == n_save and n_save >= 1
     for img in saved:
         assert (server.base / "output" / img.get("subfolder", "") / img["filename"]).stat().st_size > 0
-    scores = [t for out in entry["outputs"].values() for t in out.get("text", [])]
+    scores = [t for nid, out in entry["outputs"].items() for t in out.get("text", [])
+              if prompt[nid]["class_type"] == "IQAMAP_IQAScore"]
     assert scores and all("/100" in t or "better" in t for t in scores)
 
 
@@ -221,3 +224,20 @@ def test_single_file_checkpoint_loads_offline_with_model_config(tmp_path):
                  "--fidelity", "mse", "--device", "cpu", "--report", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert (tmp_path / "out" / "p_enhanced.png").is_file() and report["inversion_error"] < 1e-2
+
+
+def test_regional_prompt_entries_reach_the_model(tmp_path):
+    """IQA Regional Prompt with the tiny SD 1.5 checkpoint's real CLIP: ComfyUI's sampler applies each region's
+    prompt with that region's mask (at latent size) and the global prompt everywhere."""
+    run_models = tmp_path / "models"
+    out = run_script("build_tiny_models.py", run_models)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("check_regional.py", run_models, comfyui_path() / "input" / "example.png")
+    assert out.returncode == 0, out.stderr[-5000:]
+    r = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert r["entries"] == 1 + len(r["regions"]) and len(r["regions"]) == 2
+    assert [g["pool"] for g in r["regions"]] == ["low", "high"]
+    assert r["global_everywhere"] and r["prompts_differ"] and r["strength_right_gt_left"]
+    for c in r["region_checks"]:
+        assert c["applied"] and c["mask_error"] < 1e-3, r["region_checks"]
+    assert r["sampled_shape"] == [1, 4, 8, 8]

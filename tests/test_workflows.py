@@ -10,7 +10,8 @@ from iqa_map import NODE_CLASS_MAPPINGS
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 #: Core ComfyUI nodes the workflows may use (the integration tests check them against a real /object_info).
 CORE_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "ImageScale", "ImageScaleBy", "VAEEncode",
-              "VAEDecode", "SaveImage", "PreviewImage", "UpscaleModelLoader", "ImageUpscaleWithModel"}
+              "VAEDecode", "SaveImage", "PreviewImage", "UpscaleModelLoader", "ImageUpscaleWithModel", "KSampler",
+              "DifferentialDiffusion", "SetLatentNoiseMask"}
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 

@@ -26,6 +26,13 @@ CORE = {
     "UpscaleModelLoader": ([], ["model_name"], [("UPSCALE_MODEL", "UPSCALE_MODEL")]),
     "ImageUpscaleWithModel": ([("upscale_model", "UPSCALE_MODEL"), ("image", "IMAGE")], [], [("IMAGE", "IMAGE")]),
     "ImageScaleBy": ([("image", "IMAGE")], ["upscale_method", "scale_by"], [("IMAGE", "IMAGE")]),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")],
+                 ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+                 [("LATENT", "LATENT")]),
+    # its optional 'strength' (newer ComfyUI) keeps its default 1
+    "DifferentialDiffusion": ([("model", "MODEL")], [], [("MODEL", "MODEL")]),
+    "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [], [("LATENT", "LATENT")]),
 }
 _WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
@@ -291,6 +298,73 @@ def finetune_upscaler() -> Graph:
     return g
 
 
+def _regional(g: Graph, photo, ckpt, col: int, row: int = 0):
+    """IQA Regional Prompt over the checkpoint's CLIP, its map drawn by the learned built-in prior; the
+    region preview saved beside the result."""
+    prior = g.add("IQAMAP_LoadIQAPrior", col - 1, 6, title="Map prior", name="cnniqa-builtin")
+    reg = g.add("IQAMAP_IQARegionalPrompt", col, row, global_prompt="a photo")
+    g.link(ckpt, "CLIP", reg, "clip")
+    g.link(photo, "IMAGE", reg, "image")
+    g.link(prior, "prior", reg, "prior")
+    save = g.add("SaveImage", col, row + 6, title="Regions (preview)", filename_prefix="iqa_map_regions")
+    g.link(reg, "regions", save, "images")
+    return reg, prior
+
+
+def sd15_regional_img2img() -> Graph:
+    g = Graph("Quality-adaptive img2img restoration (regional prompts + Differential Diffusion)",
+              "AdaQual-Diff in ComfyUI: the photo's quality map is split into regions; each gets the global prompt "
+              "plus restoration phrases (more, and from the low-quality pool, the worse it is) as masked "
+              "conditioning, and a denoise strength that rises as its quality falls, applied by Differential "
+              "Diffusion. Works with any SD 1.x/2.x/SDXL checkpoint.")
+    photo = _photo(g)
+    ckpt = g.add("CheckpointLoaderSimple", 1, 0, ckpt_name="v1-5-pruned-emaonly.safetensors")
+    reg, prior = _regional(g, photo, ckpt, col=2)
+    neg = g.add("CLIPTextEncode", 1, 2, title="Negative", text="blurry, noisy, jpeg artifacts, low quality")
+    g.link(ckpt, "CLIP", neg, "clip")
+    enc = g.add("VAEEncode", 1, 4)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(ckpt, "VAE", enc, "vae")
+    noise = g.add("SetLatentNoiseMask", 3, 4)
+    g.link(enc, "LATENT", noise, "samples")
+    g.link(reg, "strength", noise, "mask")
+    diff = g.add("DifferentialDiffusion", 3, 2)
+    g.link(ckpt, "MODEL", diff, "model")
+    ks = g.add("KSampler", 4, 0, seed=0, control_after_generate="fixed", steps=20, cfg=5.0, sampler_name="euler",
+               scheduler="normal", denoise=0.6)
+    g.link(diff, "MODEL", ks, "model")
+    g.link(reg, "conditioning", ks, "positive")
+    g.link(neg, "CONDITIONING", ks, "negative")
+    g.link(noise, "LATENT", ks, "latent_image")
+    dec = g.add("VAEDecode", 5, 0)
+    g.link(ks, "LATENT", dec, "samples")
+    g.link(ckpt, "VAE", dec, "vae")
+    save = g.add("SaveImage", 6, 0, filename_prefix="iqa_map_regional_img2img")
+    g.link(dec, "IMAGE", save, "images")
+    score = g.add("IQAMAP_IQAScore", 6, 2)
+    g.link(dec, "IMAGE", score, "image")
+    g.link(prior, "prior", score, "prior")
+    return g
+
+
+def sd15_regional_map() -> Graph:
+    g = Graph("MAP ascent with regional prompts",
+              "The exact EDICT inversion and the MAP ascent conditioned on IQA Regional Prompt's masked "
+              "conditioning: each region of the photo is inverted and climbed under its own prompt.")
+    photo = _photo(g)
+    ckpt = g.add("CheckpointLoaderSimple", 1, 0, ckpt_name="v1-5-pruned-emaonly.safetensors")
+    reg, prior = _regional(g, photo, ckpt, col=2)
+    enc = g.add("VAEEncode", 1, 4)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(ckpt, "VAE", enc, "vae")
+    inv = _invert(g, ckpt, "MODEL", enc, col=3)
+    g.link(reg, "conditioning", inv, "positive")
+    builtin = g.add("IQAMAP_LoadIQAPrior", 3, 3, name="builtin")
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", builtin, inv, 4, 0)
+    _finish(g, asc, ckpt, "VAE", 5, 0, "iqa_map_regional_map", builtin)
+    return g
+
+
 WORKFLOWS = {
     "iqa_map_cpu_builtin": cpu_builtin,
     "iqa_map_sd15_basic": sd15_basic,
@@ -299,6 +373,8 @@ WORKFLOWS = {
     "iqa_map_sd15_after_upscaler": after_upscaler,
     "iqa_map_cpu_adaptive_fidelity": cpu_adaptive,
     "iqa_map_finetune_upscaler": finetune_upscaler,
+    "iqa_map_sd15_regional_img2img": sd15_regional_img2img,
+    "iqa_map_sd15_regional_map": sd15_regional_map,
 }
 
 
