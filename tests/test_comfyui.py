@@ -241,3 +241,21 @@ def test_regional_prompt_entries_reach_the_model(tmp_path):
     for c in r["region_checks"]:
         assert c["applied"] and c["mask_error"] < 1e-3, r["region_checks"]
     assert r["sampled_shape"] == [1, 4, 8, 8]
+
+
+def test_regional_prompt_bad_inputs_inside_comfyui(server):
+    """Empty pools and C_min > C_max: the execution error is the node's own message, not a traceback's."""
+    ui = json.loads((REPO / "workflows" / "iqa_map_sd15_regional_img2img.json").read_text())
+    info = server.get("/object_info")
+    for change, message in (({"low_pool": "  \n "}, "need at least one phrase"),
+                            ({"c_min": 5, "c_max": 2}, "c_min (5) must not exceed c_max (2)")):
+        p = _small(ui_to_api(ui, info))
+        for node in p.values():
+            if node["class_type"] == "IQAMAP_IQARegionalPrompt":
+                node["inputs"].update(change)
+        entry = server.wait(server.queue(p), 300)
+        errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+        assert len(errors) == 1, entry["status"]["messages"]
+        err = errors[0]
+        assert err["node_type"] == "IQAMAP_IQARegionalPrompt" and message in err["exception_message"], err
+        assert "nodes/regional_nodes.py" in err["traceback"][-1], err["traceback"]
