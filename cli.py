@@ -113,17 +113,7 @@ def cmd_enhance(args) -> int:
         print(f"skipping {len(files) - len(todo)} image(s) already enhanced in {out} (use --force to redo)")
     if not todo:
         return 0
-    # Check every input before the slow part, so a bad file is reported at once.
-    valid, failed = [], 0
-    for f in todo:
-        try:
-            _read(f)
-            valid.append(f)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
-    if not valid:
-        raise CliError("none of the inputs can be used")
+    valid, failed = _readable(todo)
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
     model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
@@ -145,6 +135,22 @@ def cmd_enhance(args) -> int:
             print(f"  note: {ev}")
     _write_report(args.report, reports, files)
     return 1 if failed else 0
+
+
+def _readable(files) -> tuple[list, int]:
+    """(the inputs that can be read, how many cannot): every input is checked before the slow part, so a bad
+    file is reported at once; none readable is an error."""
+    valid, failed = [], 0
+    for f in files:
+        try:
+            _read(f)
+            valid.append(f)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    if not valid:
+        raise CliError("none of the inputs can be used")
+    return valid, failed
 
 
 def _write_report(path, reports: dict, files) -> None:
@@ -341,16 +347,7 @@ def cmd_upscale(args) -> int:
         print(f"skipping {len(files) - len(todo)} image(s) already upscaled in {out} (use --force to redo)")
     if not todo:
         return 0
-    valid, failed = [], 0
-    for f in todo:  # every input checked before the slow part, so a bad file is reported at once
-        try:
-            _read(f)
-            valid.append(f)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            failed += 1
-    if not valid:
-        raise CliError("none of the inputs can be used")
+    valid, failed = _readable(todo)
     prior = build_prior(args.prior, args.weights_dir, args.device) if args.prior else None
     reports = {}
     for f in tqdm(valid, desc="upscale", unit="img", disable=len(valid) < 2):
