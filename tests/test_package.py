@@ -103,3 +103,12 @@ def test_documentation_links_resolve():
             elif anchor and dest.suffix == ".md" and anchor not in anchors.get(dest, set()):
                 dead.append(f"{doc.name}: {target} (no such heading)")
     assert not dead, "\n".join(dead)
+
+
+def test_every_python_package_is_shipped():
+    """A folder with an __init__.py that pyproject does not list works in an editable install only."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(meta["tool"]["setuptools"]["packages"])
+    found = {"iqa_map." + ".".join(p.parent.relative_to(REPO).parts) for sub in ("core", "nodes", "training")
+             for p in (REPO / sub).rglob("__init__.py")}
+    assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
