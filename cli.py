@@ -364,10 +364,16 @@ def cmd_upscale(args) -> int:
             entry["scores"] = {prior.name: _cal_or_native(prior, img)}
         reports[str(f)] = entry
         print(f"{f.name}: {photo.image.shape[-1]}x{photo.image.shape[-2]} -> {img.shape[-1]}x{img.shape[-2]}"
-              + (f", {prior.name} {entry['scores'][prior.name]:.2f}" if prior is not None else "") + f" -> {dest}")
+              + (f", {prior.name} {entry['scores'][prior.name]:.2f}{_scale_of(prior)}" if prior is not None else "")
+              + f" -> {dest}")
     if args.report:
         _write_report(args.report, reports, files)
     return 1 if failed else 0
+
+
+def _scale_of(prior) -> str:
+    """'/100' after a comparable score that is calibrated, '' after a native one."""
+    return "/100" if getattr(prior, "calibration", None) is not None or hasattr(prior, "priors") else " (native)"
 
 
 def _cal_or_native(prior, img):
