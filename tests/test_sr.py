@@ -325,7 +325,11 @@ def test_cli_errors(tmp_path, capsys):
     junk.write_bytes(b"\0" * 100)
     hr = photos(tmp_path / "hr", n=1, size=64)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "lr").mkdir()
+    Image.new("RGB", (40, 40)).save(tmp_path / "lr" / "p0.png")  # x2 of 64 is 32
     cases = [
+        (["sr-finetune", "--model", base, "-o", tmp_path / "o.pth", "--data", hr, "--lr-data", tmp_path / "lr"],
+         "scale mismatch"),
         (["sr-finetune", "--model", junk, "-o", tmp_path / "o.safetensors", "--data", hr], "cannot read"),
         (["sr-finetune", "--model", base, "-o", tmp_path / "o.txt", "--data", hr], "must end in"),
         (["sr-finetune", "--model", base, "-o", tmp_path / "o.pth", "--data", tmp_path / "empty"], "no images"),
