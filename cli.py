@@ -373,7 +373,8 @@ def cmd_upscale(args) -> int:
 
 def _scale_of(prior) -> str:
     """'/100' after a comparable score that is calibrated, '' after a native one."""
-    return "/100" if getattr(prior, "calibration", None) is not None or hasattr(prior, "priors") else " (native)"
+    from .core.priors.base import is_calibrated
+    return "/100" if is_calibrated(prior) else " (native)"
 
 
 def _cal_or_native(prior, img):
@@ -454,7 +455,7 @@ def cmd_score(args) -> int:
         with torch.no_grad():
             rows[str(f)] = {p.name: {"native": float(p.native(img.to(p.device))[0]),
                                      "calibrated": float(p.calibrated(img.to(p.device))[0])
-                                     if p.calibration is not None else None} for p in loaded}
+                                     if p.is_calibrated else None} for p in loaded}
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -22,6 +22,8 @@ from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .optim import LR_SCHEDULES, default_lr, lr_factor, make as make_optimiser
+from .priors.base import is_calibrated
+from .priors.fusion import FusedPrior
 
 
 HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
@@ -103,12 +105,11 @@ class Interrupted(RuntimeError):
 def comparable_score(prior, img: torch.Tensor) -> torch.Tensor:
     """Calibrated 0-100 score when the prior has one (so lambda, margins and cross-prior tables mean
     the same for every prior), else its oriented native score."""
-    return prior.calibrated(img) if getattr(prior, "calibration", None) is not None or _is_fused(prior) \
-        else prior(img)
+    return prior.calibrated(img) if is_calibrated(prior) else prior(img)
 
 
 def _is_fused(prior) -> bool:
-    return hasattr(prior, "priors") and hasattr(prior, "weights")
+    return isinstance(prior, FusedPrior)
 
 
 def _named_scores(prior, monitors: Sequence, img: torch.Tensor) -> dict:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ._grad import usable
 from .map import comparable_score
-from .priors.base import textureless
+from .priors.base import is_calibrated, textureless
 from .tiling import positions
 
 NORMALISE = ("minmax", "absolute")
@@ -141,7 +141,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
                 count[..., y:y + win_h, x:x + win_w] += 1
     scores = out_sum / count
     if normalise == "absolute":
-        if getattr(prior, "calibration", None) is None and not hasattr(prior, "priors"):
+        if not is_calibrated(prior):
             raise ValueError(f"normalise='absolute' needs a calibrated prior; '{prior.name}' has no calibration "
                              "(use 'minmax')")
         bad = (1 - scores / 100).clamp(0, 1)

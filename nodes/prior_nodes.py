@@ -82,7 +82,7 @@ class LoadIQAPrior:
 
 
 def _drop_calibration(prior) -> None:
-    if hasattr(prior, "priors"):
+    if prior.native_is_calibrated:
         raise ValueError("a fused prior combines calibrated scores; keep calibration 'default' for it")
     prior.calibration = None
 
@@ -121,7 +121,7 @@ class FusePriors:
         members = [(p, w) for p, w in ((prior_1, weight_1), (prior_2, weight_2), (prior_3, weight_3),
                                         (prior_4, weight_4)) if p is not None]
         for p, _ in members:
-            if getattr(p, "calibration", None) is None and not hasattr(p, "priors"):
+            if not p.is_calibrated:
                 raise ValueError(f"prior '{p.name}' has no calibration; load it with calibration 'default' "
                                  "(fusion averages calibrated 0-100 scores)")
         name = f"{mode}(" + ",".join(f"{p.name}:{w:g}" for p, w in members if w) + ")"
@@ -153,7 +153,8 @@ class IQAScore:
             native = prior.native(img).float().cpu()
             comparable = comparable_score(prior, img).float().cpu()
         direction = "lower is better" if getattr(prior, "lower_better", False) else "higher is better"
-        calibrated = getattr(prior, "calibration", None) is not None or hasattr(prior, "priors")
+        from ..core.priors.base import is_calibrated
+        calibrated = is_calibrated(prior)
         lines = [f"{prior.name} [{i}]: {float(n):.3f} ({direction})"
                  + (f", {float(c):.1f}/100" if calibrated else "") for i, (n, c) in enumerate(zip(native, comparable))]
         text = "\n".join(lines)

@@ -147,7 +147,8 @@ class IQARegionalPrompt:
             raise ValueError("IQA Regional Prompt: connect a prior (Load IQA Prior) or a quality_map (IQA Quality Map)")
         from ..core.qmap import quality_map as qmap
         qm = qmap(prior, img.to(prior.device), window=window, stride=stride)
-        calibrated = getattr(prior, "calibration", None) is not None or hasattr(prior, "priors")
+        from ..core.priors.base import is_calibrated
+        calibrated = is_calibrated(prior)
         q = qm.scores[0, 0] if calibrated else 100.0 * (1.0 - qm.badness[0, 0])
         if q.shape != (h, w):
             q = F.interpolate(q[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]

@@ -288,3 +288,30 @@ def test_fidelity_distance(name):
     yg = y.clone().requires_grad_(True)
     f(yg, x).sum().backward()
     assert yg.grad.abs().sum() > 0
+
+
+def test_one_answer_to_is_calibrated_for_fused_and_multiscale_priors():
+    """A fused prior is calibrated (its native score is 0-100): it can be fused again and wrapped multi-scale,
+    and every caller (comparable score, quality maps) treats it as calibrated."""
+    from iqa_map.core import priors
+    from iqa_map.core.map import comparable_score
+    from iqa_map.core.qmap import quality_map
+
+    niqe, piqe = priors.load("niqe"), priors.load("piqe")
+    fused = priors.fuse([(niqe, 1.0), (piqe, 1.0)])
+    assert niqe.is_calibrated and fused.is_calibrated
+    again = priors.fuse([(fused, 1.0), (niqe, 1.0)], mode="softmin")
+    ms = priors.MultiScalePrior(fused)
+    assert again.is_calibrated and ms.is_calibrated
+    img = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(ms.calibrated(img), ms.native(img))
+        assert torch.allclose(comparable_score(fused, img), fused.native(img))
+        assert 0 <= float(again.calibrated(img)) <= 100
+        m = quality_map(ms, img, window=48, stride=48, normalise="absolute")
+    assert m.badness.shape == (1, 1, 96, 96)
+    niqe_raw = priors.load("niqe")
+    niqe_raw.calibration = None
+    assert not niqe_raw.is_calibrated
+    with pytest.raises(ValueError, match="no calibration"):
+        priors.fuse([(niqe_raw, 1.0), (piqe, 1.0)])

@@ -38,6 +38,8 @@ class Prior(torch.nn.Module):
     """
 
     name: str = "prior"
+    #: The native score is already the calibrated 0-100 one (a fusion of calibrated scores).
+    native_is_calibrated: bool = False
     lower_better: bool = False
     native_range: tuple[float | None, float | None] = (None, None)
     #: Smallest side the metric accepts; smaller inputs are upsampled (differentiably).
@@ -74,8 +76,15 @@ class Prior(torch.nn.Module):
             s = self.native(img)
             return -s if self.lower_better else s
 
+    @property
+    def is_calibrated(self) -> bool:
+        """Whether :meth:`calibrated` gives a 0-100 score: the one answer every caller uses."""
+        return self.calibration is not None or self.native_is_calibrated
+
     def calibrated(self, img: torch.Tensor) -> torch.Tensor:
         """Score per image in [0, 100], 100 = best (see :class:`Calibration`)."""
+        if self.calibration is None and self.native_is_calibrated:
+            return self.native(img)
         if self.calibration is None:
             raise RuntimeError(
                 f"prior '{self.name}' has no calibration constants: fit them with "
@@ -103,6 +112,12 @@ def grad_enabled(force: bool = False):
 
 #: Luma range (grey levels of 255) under which an image or window carries no texture to judge.
 FLAT_RANGE = 1.0
+
+
+def is_calibrated(prior) -> bool:
+    """:attr:`Prior.is_calibrated`, also for prior-like objects without it (their ``calibration``)."""
+    flag = getattr(prior, "is_calibrated", None)
+    return bool(flag) if flag is not None else getattr(prior, "calibration", None) is not None
 
 
 def textureless(img: torch.Tensor, grey_levels: float = FLAT_RANGE) -> torch.Tensor:

@@ -27,6 +27,7 @@ class FusedPrior(Prior):
 
     lower_better = False
     native_range = (0.0, 100.0)
+    native_is_calibrated = True
 
     def __init__(self, members: Sequence[tuple[Prior, float]], mode: str = "mean", temperature: float = 10.0,
                  name: str | None = None) -> None:
@@ -38,7 +39,7 @@ class FusedPrior(Prior):
             raise ValueError("fuse() needs at least one prior with a non-zero weight")
         if any(w < 0 for _, w in members):
             raise ValueError("fusion weights must be >= 0")
-        missing = [p.name for p, _ in members if p.calibration is None]
+        missing = [p.name for p, _ in members if not p.is_calibrated]
         if missing:
             raise ValueError(f"priors {missing} have no calibration; fuse works on calibrated scores: "
                              f"fit them first with fit_calibration()")
@@ -59,10 +60,6 @@ class FusedPrior(Prior):
         t = self.temperature
         return -t * torch.logsumexp(torch.log(w) - c / t, dim=0)
 
-    def calibrated(self, img: torch.Tensor) -> torch.Tensor:
-        """Already on [0, 100]."""
-        return self.native(img)
-
 
 class MultiScalePrior(Prior):
     """Average of a prior's native score over rescaled copies of the input.
@@ -81,6 +78,7 @@ class MultiScalePrior(Prior):
         self.prior, self.scales = prior, tuple(float(s) for s in scales)
         self.name = name or f"ms-{prior.name}"
         self.lower_better, self.native_range = prior.lower_better, prior.native_range
+        self.native_is_calibrated = prior.native_is_calibrated and self.calibration is None
         self.min_size = prior.min_size
 
     def _native(self, img: torch.Tensor) -> torch.Tensor:
