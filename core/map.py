@@ -22,7 +22,7 @@ from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .optim import LR_SCHEDULES, default_lr, lr_factor, make as make_optimiser
-from .priors.base import is_calibrated
+from .priors.base import comparable_score  # noqa: F401 - part of this module's API (callers import it here)
 from .priors.fusion import FusedPrior
 
 
@@ -100,12 +100,6 @@ class MapResult:
 
 class Interrupted(RuntimeError):
     """Raised by a progress callback to stop the loop; the best iterate so far is kept."""
-
-
-def comparable_score(prior, img: torch.Tensor) -> torch.Tensor:
-    """Calibrated 0-100 score when the prior has one (so lambda, margins and cross-prior tables mean
-    the same for every prior), else its oriented native score."""
-    return prior.calibrated(img) if is_calibrated(prior) else prior(img)
 
 
 def _is_fused(prior) -> bool:

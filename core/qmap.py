@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._grad import usable
-from .map import comparable_score
-from .priors.base import is_calibrated, textureless
-from .tiling import positions
+from .priors.base import comparable_score, is_calibrated, textureless
 
 NORMALISE = ("minmax", "absolute")
 
@@ -60,6 +58,17 @@ class QualityMap:
         if normalise == "worst":
             return w / w.amin(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def positions(size: int, tile: int, stride: int) -> list:
+    """Window starts along one axis: every ``stride``, the last one flush with the end so every pixel is covered
+    (the quality map's sliding windows; :class:`.tiling.Grid` spreads tiles evenly instead)."""
+    if size <= tile:
+        return [0]
+    pos = list(range(0, size - tile + 1, stride))
+    if pos[-1] != size - tile:
+        pos.append(size - tile)
+    return pos
 
 
 def loss_weight(q: torch.Tensor, q_min: torch.Tensor | float | None = None,

@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import torch
 
 from ._grad import usable
-from .map import comparable_score
+from .priors.base import comparable_score
 from .tiling import Grid
 
 Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]

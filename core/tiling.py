@@ -29,17 +29,6 @@ DEFAULT_OVERLAP = 64   # pixels blended between neighbouring tiles (8 latent pix
 WHOLE_SCORE_TILES = 8
 
 
-def positions(size: int, tile: int, stride: int) -> list:
-    """Window starts along one axis: every ``stride``, the last one flush with the end so every pixel is covered
-    (the quality map's sliding windows; :class:`Grid` spreads tiles evenly instead)."""
-    if size <= tile:
-        return [0]
-    pos = list(range(0, size - tile + 1, stride))
-    if pos[-1] != size - tile:
-        pos.append(size - tile)
-    return pos
-
-
 def ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
     """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
     (none at the image border), so neighbouring weights sum smoothly."""

@@ -117,3 +117,48 @@ def test_every_python_package_is_shipped():
     found = {"iqa_map." + ".".join(p.parent.relative_to(REPO).parts) for sub in ("core", "nodes", "training")
              for p in (REPO / sub).rglob("__init__.py")}
     assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def _core_imports() -> dict:
+    """core module -> the core modules it imports (relative imports, at any depth: a function-level import
+    is a circle too, it only fails later)."""
+    core = REPO / "core"
+    mods = {}
+    for p in core.rglob("*.py"):
+        rel = p.relative_to(core).with_suffix("")
+        pkg = list(rel.parts[:-1])
+        name = ".".join(pkg if rel.name == "__init__" else rel.parts)
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg[: len(pkg) - (node.level - 1)]
+                if node.module:
+                    deps.add(".".join(base + node.module.split(".")))
+                else:
+                    deps.update(".".join(base + [a.name]) for a in node.names)
+        mods[name] = deps
+
+    def resolve(d):
+        while d and d not in mods:
+            d = d.rsplit(".", 1)[0] if "." in d else ""
+        return d
+    return {m: {resolve(d) for d in ds if resolve(d) and resolve(d) != m} for m, ds in mods.items()}
+
+
+def test_no_import_circle_in_core():
+    graph = _core_imports()
+    assert graph["qmap"] and "priors.base" in graph["qmap"]  # the walk sees imports
+    cycles, done = [], set()
+
+    def visit(node, path):
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    for m in sorted(graph):
+        if m not in done:
+            visit(m, [m])
+    assert not cycles, "import circles in core: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -120,6 +120,12 @@ def is_calibrated(prior) -> bool:
     return bool(flag) if flag is not None else getattr(prior, "calibration", None) is not None
 
 
+def comparable_score(prior, img: torch.Tensor) -> torch.Tensor:
+    """Calibrated 0-100 score when the prior has one (so lambda, margins and cross-prior tables mean
+    the same for every prior), else its oriented native score."""
+    return prior.calibrated(img) if is_calibrated(prior) else prior(img)
+
+
 def textureless(img: torch.Tensor, grey_levels: float = FLAT_RANGE) -> torch.Tensor:
     """[B] bool: the luma (BT.601) of each image varies by less than ``grey_levels`` of 255 over the image:
     a flat colour (clear sky in an 8-bit file, a backdrop, a letterbox bar) that no NR-IQA model can judge."""

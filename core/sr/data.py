@@ -201,7 +201,7 @@ class PairSampler:
 
 @torch.no_grad()
 def candidate_scores(prior, candidates: list) -> torch.Tensor:
-    from ..map import comparable_score
+    from ..priors.base import comparable_score
 
     return torch.cat([comparable_score(prior, c[None]).float().cpu() for c in candidates])
 

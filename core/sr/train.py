@@ -139,7 +139,7 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
     on an interrupt); with ``resume`` an existing one is continued exactly. ``callback(info)`` after each step
     (``info``: step, steps, loss terms, q, and ``preview``: the step's first SR crop) may raise :class:`Interrupted` to stop."""
     from ..objective import SmoothNLPD
-    from ..map import comparable_score
+    from ..priors.base import comparable_score
 
     s = settings or SRSettings()
     s.validate()
