@@ -233,9 +233,9 @@ class Inversion:
     sigmas: torch.Tensor
     latent: torch.Tensor
     method: str = "edict"
-    mix: float = 0.93
-    steps: int = 10
-    strength: float = 1.0
+    mix: float = MapSettings.mix            # the defaults are MapSettings' (one source)
+    steps: int = MapSettings.steps
+    strength: float = MapSettings.strength
     cond: Any = None
 
 
