@@ -164,14 +164,20 @@ def test_bad_input_errors_are_ours_inside_comfyui(server):
     assert f"put it into {(server.base / 'models' / 'iqa').resolve()}" in msg, msg
 
 
-def test_adapter_inside_comfyui(tmp_path):
-    """ComfyUI's own loaders and encoders, then the pack's nodes, under inference mode (in-process)."""
+def _in_process(tmp_path, script: str) -> dict:
+    """Build the tiny models, run ``script`` with ComfyUI's Python on them and ComfyUI's example image; its
+    RESULT line."""
     run_models = tmp_path / "models"
     out = run_script("build_tiny_models.py", run_models)
     assert out.returncode == 0, out.stderr[-3000:]
-    out = run_script("check_adapter.py", run_models, comfyui_path() / "input" / "example.png")
+    out = run_script(script, run_models, comfyui_path() / "input" / "example.png")
     assert out.returncode == 0, out.stderr[-5000:]
-    r = json.loads(out.stdout.split("RESULT ", 1)[1])
+    return json.loads(out.stdout.split("RESULT ", 1)[1])
+
+
+def test_adapter_inside_comfyui(tmp_path):
+    """ComfyUI's own loaders and encoders, then the pack's nodes, under inference mode (in-process)."""
+    r = _in_process(tmp_path, "check_adapter.py")
     assert r["model_config"] == "SD15"
     assert r["reconstruction_rel_error"] < 1e-4 and r["inversion_error"] < 1e-4  # EDICT through ComfyUI's sampler
     assert r["ddim_inversion_error"] > 100 * r["inversion_error"]
@@ -229,12 +235,7 @@ def test_single_file_checkpoint_loads_offline_with_model_config(tmp_path):
 def test_regional_prompt_entries_reach_the_model(tmp_path):
     """IQA Regional Prompt with the tiny SD 1.5 checkpoint's real CLIP: ComfyUI's sampler applies each region's
     prompt with that region's mask (at latent size) and the global prompt everywhere."""
-    run_models = tmp_path / "models"
-    out = run_script("build_tiny_models.py", run_models)
-    assert out.returncode == 0, out.stderr[-3000:]
-    out = run_script("check_regional.py", run_models, comfyui_path() / "input" / "example.png")
-    assert out.returncode == 0, out.stderr[-5000:]
-    r = json.loads(out.stdout.split("RESULT ", 1)[1])
+    r = _in_process(tmp_path, "check_regional.py")
     assert r["entries"] == 1 + len(r["regions"]) and len(r["regions"]) == 2
     assert [g["pool"] for g in r["regions"]] == ["low", "high"]
     assert r["global_everywhere"] and r["prompts_differ"] and r["strength_right_gt_left"]
