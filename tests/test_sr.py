@@ -431,3 +431,18 @@ def test_cli_quality_weighted(tmp_path, capsys):
     assert meta["iqa_weight"] == 0.0  # no --prior: L1 only
     assert _run(["sr-finetune", "--model", base, "-o", tmp_path / "r.pth", "--data", hr, "--quality-floor", 0]) == 2
     assert "quality_floor" in capsys.readouterr().err
+
+
+def test_perceptual_and_adversarial_terms_train_and_resume_exactly(tiny, tmp_path):
+    """NLPD and the patch discriminator: finite terms, the discriminator in the checkpoint, exact resume."""
+    hr = photos(tmp_path / "hr")
+    s = dict(crop=16, batch=2, lr=1e-3, rank=2, iqa_weight=0, perceptual_weight=0.5, adversarial_weight=0.01,
+             checkpoint_every=2, seed=1)
+    smp = lambda: sr.PairSampler(sr.load_samples(hr), tiny.scale, crop=16, batch=2, seed=1)  # noqa: E731
+    whole = sr.finetune(tiny, smp(), None, sr.SRSettings(steps=4, **s))
+    assert all(np.isfinite([h["nlpd"], h["adv"], h["disc"]]).all() for h in whole.history)
+    ck = tmp_path / "adv.ckpt"
+    sr.finetune(tiny, smp(), None, sr.SRSettings(steps=2, **s), checkpoint=ck)
+    assert "disc" in torch.load(ck, weights_only=False)
+    resumed = sr.finetune(tiny, smp(), None, sr.SRSettings(steps=4, **s), checkpoint=ck, resume=True)
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
