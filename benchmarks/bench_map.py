@@ -198,7 +198,7 @@ def main(argv=None) -> None:
 
 def save_sheet(path: Path, images: dict, row: dict) -> None:
     """Clean, input and each method side by side (2x, nearest), captioned with PSNR and the first held-out judge."""
-    from iqa_map.sheets import contact_sheet
+    from iqa_map.core.drawing import contact_sheet
 
     judge = next(iter(row["lower_better"]))
     labels = [name if name == "clean" else f"{name}\n{row[name]['psnr']:.2f} dB, {judge} {row[name][judge]:.1f}"

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def photo(size: int) -> torch.Tensor:
-    from iqa_map.demo import degrade, sample_photo
+    from iqa_map.cli.demo import degrade, sample_photo
 
     img = F.interpolate(sample_photo(), size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
     return degrade(img)

@@ -180,7 +180,7 @@ def figure(args, photos=("108005.png", "253027.png"), crop=96) -> None:
     from benchmarks.common import centre_crop
     from iqa_map.core import priors, sr
     from iqa_map.core.imageio import load_image
-    from iqa_map.sheets import contact_sheet
+    from iqa_map.core.drawing import contact_sheet
 
     results = json.loads(Path(args.out).read_text())
     prior = priors.load(args.prior)

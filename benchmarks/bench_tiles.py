@@ -185,7 +185,7 @@ def quality(args) -> dict:
 
 def figure(args) -> dict:
     from iqa_map.core.tiling import Grid
-    from iqa_map.sheets import contact_sheet
+    from iqa_map.core.drawing import contact_sheet
 
     runs = sorted(Path(args.save).glob("*.pt")) if args.save else []
     if not runs:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
+
 from helpers import REPO
 
 
@@ -48,7 +50,8 @@ def _self_imports(path):
 
 
 def test_no_absolute_self_imports():
-    files = [REPO / "__init__.py"] + [p for sub in ("core", "nodes", "training") for p in (REPO / sub).rglob("*.py")]
+    files = [REPO / "__init__.py"] + [p for sub in ("core", "nodes", "training", "cli")
+                                      for p in (REPO / sub).rglob("*.py")]
     offenders = [f"{p.relative_to(REPO)}:{n}" for p in files for n in _self_imports(p)]
     assert not offenders, f"use relative imports inside the pack: {offenders}"
 
@@ -114,7 +117,7 @@ def test_every_python_package_is_shipped():
     """A folder with an __init__.py that pyproject does not list works in an editable install only."""
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     listed = set(meta["tool"]["setuptools"]["packages"])
-    found = {"iqa_map." + ".".join(p.parent.relative_to(REPO).parts) for sub in ("core", "nodes", "training")
+    found = {"iqa_map." + ".".join(p.parent.relative_to(REPO).parts) for sub in ("core", "nodes", "training", "cli")
              for p in (REPO / sub).rglob("__init__.py")}
     assert found - listed == set(), f"add to [tool.setuptools] packages: {sorted(found - listed)}"
 
@@ -162,3 +165,16 @@ def test_no_import_circle_in_core():
         if m not in done:
             visit(m, [m])
     assert not cycles, "import circles in core: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_root_holds_only_the_packs_face():
+    """Code lives in packages (core, nodes, cli, training); the root has the files ComfyUI and pip look for."""
+    import subprocess as sp
+
+    tracked = sp.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    top = {p for p in tracked if "/" not in p}
+    allowed = {"__init__.py", "__main__.py", "pyproject.toml", "requirements.txt", "README.md", "LICENSE", "Makefile",
+               ".gitignore"}
+    assert top <= allowed, f"move these into a package folder: {sorted(top - allowed)}"

@@ -46,7 +46,7 @@ def _is_number(s: str) -> bool:
 
 def build_prior(specs, weights_dir=None, device=None, fusion="mean"):
     """One prior from ``--prior name[:weight]`` options (several are fused on calibrated scores)."""
-    from .core import priors
+    from ..core import priors
 
     specs = specs or ["builtin"]
     parsed = [_split_weight(s) for s in specs]
@@ -72,7 +72,7 @@ def _output_dir(path: str) -> Path:
 
 
 def _inputs(items) -> list[Path]:
-    from .core.imageio import find_images
+    from ..core.imageio import find_images
 
     files = find_images(items)
     if not files:
@@ -85,7 +85,7 @@ def _read(path, note=True):
     is printed as a note, or with ``note=False`` left unsaid, having been said when the inputs were checked."""
     import warnings
 
-    from .core.imageio import ImageWarning, read_photo
+    from ..core.imageio import ImageWarning, read_photo
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
@@ -102,8 +102,8 @@ def cmd_enhance(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .core.imageio import write_photo
-    from .core.models.loading import DTYPES, load_model
+    from ..core.imageio import write_photo
+    from ..core.models.loading import DTYPES, load_model
 
     _check_tile(args)
     files = _inputs(args.inputs)
@@ -214,7 +214,7 @@ def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=Fa
     ``bar``: a progress bar over every tile's iterations."""
     from tqdm import tqdm
 
-    from .core.tiling import ascend_tiled, tile_grid
+    from ..core.tiling import ascend_tiled, tile_grid
 
     _check_tile(args)
     h, w = img.shape[-2:]
@@ -241,7 +241,7 @@ def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=Fa
 
 
 def _settings_from(args, fidelity=None):
-    from .core import map as mapping
+    from ..core import map as mapping
 
     fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
     base = {**{k: getattr(mapping.MapSettings, k) for k in ("steps", "strength", "iterations", "optimizer")},
@@ -262,7 +262,7 @@ def _settings_from(args, fidelity=None):
 def cmd_sr_finetune(args) -> int:
     from tqdm import tqdm
 
-    from .core import sr
+    from ..core import sr
 
     d = sr.SRSettings()
     settings = sr.SRSettings(
@@ -331,8 +331,8 @@ def cmd_upscale(args) -> int:
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from .core import sr
-    from .core.imageio import write_photo
+    from ..core import sr
+    from ..core.imageio import write_photo
 
     if args.tile < 0 or 0 < args.tile < 32:
         raise CliError(f"--tile must be 0 (never tile) or at least 32 pixels; got {args.tile}")
@@ -373,14 +373,14 @@ def cmd_upscale(args) -> int:
 
 def _scale_of(prior) -> str:
     """'/100' after a comparable score that is calibrated, '' after a native one."""
-    from .core.priors.base import is_calibrated
+    from ..core.priors.base import is_calibrated
     return "/100" if is_calibrated(prior) else " (native)"
 
 
 def _cal_or_native(prior, img):
     import torch
 
-    from .core.map import comparable_score
+    from ..core.map import comparable_score
 
     with torch.no_grad():
         return float(comparable_score(prior, img)[0])
@@ -390,10 +390,10 @@ def cmd_compare(args) -> int:
     """One photo enhanced under each prior; contact sheet + cross-score matrix (optimised for A, scored by B)."""
     from tqdm import tqdm
 
-    from .core import priors as P
-    from .core.imageio import write_photo
-    from .core.models.loading import DTYPES, load_model
-    from .sheets import contact_sheet, same_size
+    from ..core import priors as P
+    from ..core.imageio import write_photo
+    from ..core.models.loading import DTYPES, load_model
+    from ..core.drawing import contact_sheet, same_size
 
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
@@ -438,8 +438,8 @@ def cmd_demo(args) -> int:
 def cmd_score(args) -> int:
     import torch
 
-    from .core import priors
-    from .core.imageio import load_image
+    from ..core import priors
+    from ..core.imageio import load_image
 
     files = _inputs(args.inputs)
     names = args.prior or ["niqe", "brisque", "piqe"]
@@ -467,8 +467,8 @@ def cmd_score(args) -> int:
 
 def cmd_rank(args) -> int:
     """Rank candidate results of one scene by a prior; optionally write the selection."""
-    from .core import select as S
-    from .core.imageio import write_photo
+    from ..core import select as S
+    from ..core.imageio import write_photo
 
     files = _inputs(args.inputs)
     if len(files) < 2:
@@ -506,9 +506,9 @@ def cmd_rank(args) -> int:
 
 def cmd_qmap(args) -> int:
     """Quality map of each input: a mask PNG (white = worst) and a colour heatmap with legend."""
-    from .core import priors
-    from .core.imageio import load_image, save_image
-    from .core.qmap import heatmap, quality_map
+    from ..core import priors
+    from ..core.imageio import load_image, save_image
+    from ..core.qmap import heatmap, quality_map
 
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
@@ -534,7 +534,7 @@ def cmd_qmap(args) -> int:
 
 
 def cmd_priors(args) -> int:
-    from .core import priors
+    from ..core import priors
 
     print("\n".join(priors.available()))
     print("also: ms-<name> (multi-scale), <arch>:<file.safetensors> with arch in "
@@ -543,7 +543,7 @@ def cmd_priors(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .core import priors
+    from ..core import priors
 
     prior = priors.load(args.prior, weights_dir=args.weights_dir, device=args.device)
     save_to = args.save or args.weights_dir or os.environ.get(priors.ENV_VAR)
@@ -559,13 +559,13 @@ def parser() -> argparse.ArgumentParser:
                                  "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    from .core.map import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings
-    from .core.models.loading import DTYPES
-    from .core.optim import LR_SCHEDULES, OPTIMISERS
-    from .core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..core.map import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings
+    from ..core.models.loading import DTYPES
+    from ..core.optim import LR_SCHEDULES, OPTIMISERS
+    from ..core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     def map_options(p):
-        from .core.qmap import WEIGHT_NORMALISATIONS
+        from ..core.qmap import WEIGHT_NORMALISATIONS
 
         d = MapSettings()
         p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
@@ -694,7 +694,7 @@ def parser() -> argparse.ArgumentParser:
     common(qm)
     qm.set_defaults(func=cmd_qmap)
 
-    from .core.sr import DEGRADATIONS, SELECTIONS, TARGET_KINDS, TRAIN_MODES, SRSettings
+    from ..core.sr import DEGRADATIONS, SELECTIONS, TARGET_KINDS, TRAIN_MODES, SRSettings
 
     srd = SRSettings()
     ft = sub.add_parser("sr-finetune", help="fine-tune an upscaler (any model ComfyUI's Load Upscale Model reads) "

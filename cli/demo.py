@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from .core import map as mapping
-from .core import priors
-from .core.imageio import save_image
-from .core.map import psnr, ssim
-from .core.models import load_builtin
-from .core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
-from .sheets import contact_sheet
+from ..core import map as mapping
+from ..core import priors
+from ..core.imageio import save_image
+from ..core.map import psnr, ssim
+from ..core.models import load_builtin
+from ..core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
+from ..core.drawing import contact_sheet
 
 #: Demo settings: a short run that finishes in a few minutes on a 2-core CPU.
 # The "fast" preset (partial inversion, few steps, Adam): the library defaults (full inversion, 20 steps,
