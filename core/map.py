@@ -22,6 +22,7 @@ from .models.base import Denoiser
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .optim import LR_SCHEDULES, default_lr, lr_factor, make as make_optimiser
+from .padding import pad_to_multiple
 from .priors.base import comparable_score  # noqa: F401 - part of this module's API (callers import it here)
 from .priors.fusion import FusedPrior
 
@@ -113,15 +114,6 @@ def _named_scores(prior, monitors: Sequence, img: torch.Tensor) -> dict:
         for p in [prior, *(prior.priors if _is_fused(prior) else ()), *monitors]:
             out[p.name] = float(p.native(img).mean())
     return out
-
-
-def _pad(img: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    h, w = img.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        img = F.pad(img, (0, pw, 0, ph), mode=mode)
-    return img, (h, w)
 
 
 def _check_image(img: torch.Tensor) -> None:
@@ -293,13 +285,13 @@ def ascend(
     multiple = int(codec.factor) * int(getattr(denoiser, "multiple", 1))
     with torch.inference_mode(False):
         image = usable(image).detach()
-        ref, size = _pad(image, multiple)
+        ref, size = pad_to_multiple(image, multiple)
         with torch.no_grad():
             z0 = codec.encode(ref)
         counting = _Counting(denoiser)
         inv = invert(counting, z0, s.steps, s.strength, mix=s.mix, cond=cond)
         if weight_map is not None:
-            weight_map = _pad(usable(weight_map), multiple)[0]
+            weight_map = pad_to_multiple(usable(weight_map), multiple)[0]
         return ascend_inversion(counting, inv, prior, s, codec=codec, ref=ref, size=size, monitors=monitors,
                                 weight_map=weight_map, callback=callback)
 

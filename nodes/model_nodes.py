@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import comfy
 from .types import CATEGORY, CoreModel, PassthroughVAE
@@ -44,10 +43,9 @@ class _Padded(torch.nn.Module):
         self.net, self.multiple = net, max(int(multiple), 1)
 
     def forward(self, x, *args):
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        from ..core.padding import pad_to_multiple
+
+        x, (h, w) = pad_to_multiple(x, self.multiple)
         return self.net(x, *args)[..., :h, :w]
 
 

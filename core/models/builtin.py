@@ -167,13 +167,9 @@ def edm_coefficients(sigma: torch.Tensor, sigma_data: float):
 
 def padded_forward(net: BuiltinUNet, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
     """``net`` on any image size: reflect-pad to the network's multiple, run, crop back."""
-    h, w = x.shape[-2:]
-    m = net.multiple
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-        # Reflect needs the pad smaller than the side; tiny images fall back to replicate.
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    from ..padding import pad_to_multiple
+
+    x, (h, w) = pad_to_multiple(x, net.multiple)
     return net(x, c_noise)[..., :h, :w]
 
 

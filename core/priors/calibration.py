@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from ..imageio import IMAGE_SUFFIXES
 from .base import Calibration, Prior
 
 DEFAULTS_FILE = Path(__file__).with_name("data") / "calibration.json"
@@ -78,14 +79,11 @@ def save(name: str, calibration: Calibration, path: str | os.PathLike, **info) -
     return path
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """RGB image file -> float tensor [1,3,H,W] in [0,1]."""
-    from PIL import Image
-    arr = np.array(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+    """RGB image file -> float tensor [1,3,H,W] in [0,1]: the project's one reader (:func:`..imageio.load_image`,
+    EXIF orientation and colour profiles applied), without a minimum size."""
+    from ..imageio import load_image
+    return load_image(path, min_side=1)
 
 
 def fit_calibration(prior: Prior, images: str | os.PathLike | Iterable[torch.Tensor],
@@ -101,7 +99,7 @@ def fit_calibration(prior: Prior, images: str | os.PathLike | Iterable[torch.Ten
     if isinstance(images, (str, os.PathLike)):
         files = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {images}")
         images = (read_image(f) for f in files)
     with torch.no_grad():
         scores = [float(prior.native(img.to(prior.device))[0]) for img in images]

@@ -17,7 +17,6 @@ calibrated points for every prior.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence

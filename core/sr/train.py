@@ -12,7 +12,6 @@ gives bit-for-bit what an uninterrupted one gives.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
