@@ -112,7 +112,8 @@ def main(argv=None) -> None:
     metrics = {args.prior: prior, **{n: priors.load(n) for n in args.held_out.split(",") if n}}
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
-    settings = {k: v for k, v in vars(args).items() if k not in ("rows", "base", "out", "threads", "save_models")}
+    local = ("rows", "base", "out", "threads", "save_models", "figure")  # where and how, not what is measured
+    settings = {k: v for k, v in vars(args).items() if k not in local}
     if results and results.get("settings") != settings:
         sys.exit(f"{out} holds a run with other settings ({results.get('settings')}); give another --out")
     results["settings"] = settings
