@@ -245,12 +245,15 @@ def test_regional_prompt_entries_reach_the_model(tmp_path):
 
 
 def test_regional_prompt_bad_inputs_inside_comfyui(server):
-    """Empty pools and C_min > C_max: the execution error is the node's own message, not a traceback's."""
+    """Empty pools, C_min > C_max, a quality map of another size: the node's own message, not a traceback's."""
     ui = json.loads((REPO / "workflows" / "iqa_map_sd15_regional_img2img.json").read_text())
     info = server.get("/object_info")
+    load = next(n["id"] for n in ui["nodes"] if n["type"] == "LoadImage")
     for change, message in (({"low_pool": "  \n "}, "need at least one phrase"),
-                            ({"c_min": 5, "c_max": 2}, "c_min (5) must not exceed c_max (2)")):
-        p = _small(ui_to_api(ui, info))
+                            ({"c_min": 5, "c_max": 2}, "c_min (5) must not exceed c_max (2)"),
+                            # Load Image's MASK (64x64 for a photo without alpha) beside an 80x80 IMAGE
+                            ({"quality_map": [str(load), 1]}, "give the map of this image")):
+        p = _small(ui_to_api(ui, info), size=80)
         for node in p.values():
             if node["class_type"] == "IQAMAP_IQARegionalPrompt":
                 node["inputs"].update(change)
