@@ -173,41 +173,40 @@ def main(argv=None) -> None:
 
 
 @torch.no_grad()
-def figure(args, photos=("108005.png", "253027.png"), crop=96) -> None:
-    """HR | bicubic | every row's output, on a central crop of two dev photos, each labelled with PSNR-Y and
-    the optimised prior's native score for that crop."""
+def figure(args, photos=("108005.png", "253027.png"), rows=("base", "lora_iqa", "all_iqa"), crop=64) -> None:
+    """One line per (photo, base): HR | bicubic | each of ``rows``, on a central crop (``crop`` LR pixels), each
+    labelled with PSNR-Y and the optimised prior's native score for that crop."""
     import torch.nn.functional as F
 
     from benchmarks.common import centre_crop
     from iqa_map.core import priors, sr
-    from iqa_map.core.imageio import load_image
     from iqa_map.core.drawing import contact_sheet
+    from iqa_map.core.imageio import load_image
 
     results = json.loads(Path(args.out).read_text())
     prior = priors.load(args.prior)
+    bases = list(dict.fromkeys(k.split("/")[0] for k in results["rows"]))
     tiles, labels = [], []
-    keys = list(results["rows"])
     for name in photos:
         hr_full = load_image(DATA / "images" / "dev" / name)
-        for key in keys:
-            base_name, row = key.split("/")
+        for base_name in bases:
             path = DATA / "weights" / "sr" / next(p.name for p in (DATA / "weights" / "sr").iterdir()
                                                    if p.stem == base_name)
-            model = sr.load_upscaler(path) if row == "base" else \
-                sr.load_upscaler(Path(args.save_models) / f"{base_name}_{row}.safetensors")
-            s_ = model.scale
-            hr = centre_crop(hr_full, crop * s_ // 2 * 2)
+            models = {row: sr.load_upscaler(path) if row == "base" else
+                      sr.load_upscaler(Path(args.save_models) / f"{base_name}_{row}.safetensors") for row in rows}
+            s_ = next(iter(models.values())).scale
+            hr = centre_crop(hr_full, crop * s_)
             lr = sr.downscale(hr, s_)
-            if not tiles or key == keys[0]:
-                bic = F.interpolate(lr, scale_factor=s_, mode="bicubic", align_corners=False).clamp(0, 1)
-                for t, lab in ((hr, f"{name} HR"), (bic, "bicubic")):
-                    tiles.append(t)
-                    labels.append(f"{lab}\n{args.prior} {float(prior.native(t)):.2f}")
-            out = sr.upscale(model, lr, tile=0)
-            p, _ = psnr_ssim_y(out, hr, s_)
-            tiles.append(out)
-            labels.append(f"{key}\n{p:.2f} dB, {args.prior} {float(prior.native(out)):.2f}")
-    sheet = contact_sheet(tiles, labels, columns=len(keys) + 2)
+            bic = F.interpolate(lr, scale_factor=s_, mode="bicubic", align_corners=False).clamp(0, 1)
+            for t, lab in ((hr, f"{name} HR"), (bic, "bicubic")):
+                tiles.append(t)
+                labels.append(f"{lab}\n{args.prior} {float(prior.native(t)):.2f}")
+            for row, model in models.items():
+                out = sr.upscale(model, lr, tile=0)
+                p, _ = psnr_ssim_y(out, hr, s_)
+                tiles.append(out)
+                labels.append(f"{base_name} {row}\n{p:.2f} dB, {args.prior} {float(prior.native(out)):.2f}")
+    sheet = contact_sheet(tiles, labels, columns=len(rows) + 2)
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.figure)
     print(f"wrote {args.figure}")
