@@ -93,9 +93,13 @@ def main(argv=None) -> None:
     ap.add_argument("--save-models", default="out/bench/sr_models")
     ap.add_argument("--figure", default=None, metavar="PNG", help="only draw crops of the saved models (HR, "
                     "bicubic and each row) on two dev photos into this file, from --save-models and --out")
+    ap.add_argument("--grid", action="store_true", help="only measure, for each saved model, the share of its change "
+                    "against the base at the scale's pixel period (a pixel-shuffle grid) and NIQE on 256-pixel crops")
     args = ap.parse_args(argv)
     if args.figure:
         return figure(args)
+    if args.grid:
+        return grid(args)
 
     from benchmarks.common import dev_files
     from iqa_map.core import priors, sr
@@ -210,6 +214,46 @@ def figure(args, photos=("108005.png", "253027.png"), rows=("base", "lora_iqa", 
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.figure)
     print(f"wrote {args.figure}")
+
+
+@torch.no_grad()
+def grid(args, limit: int = 20, size: int = 256) -> None:
+    """Why an IQA-tuned model scores as it does: on centre crops of the first ``limit`` dev photos, the share
+    of the energy of (tuned - base) at the frequencies of the scale's pixel period (the grid a pixel-shuffle
+    upsampler draws), and the prior (calibrated) of base and tuned on the crop."""
+    from benchmarks.common import dev_files
+    from iqa_map.core import priors, sr
+    from iqa_map.core.imageio import load_image
+    from iqa_map.core.priors.base import comparable_score
+
+    results = json.loads(Path(args.out).read_text())
+    prior = priors.load(args.prior)
+    files = dev_files(limit)
+    for key in results["rows"]:
+        base_name, row = key.split("/")
+        tuned_path = Path(args.save_models) / f"{base_name}_{row}.safetensors"
+        if row == "base" or not tuned_path.is_file():
+            continue
+        path = DATA / "weights" / "sr" / next(p.name for p in (DATA / "weights" / "sr").iterdir()
+                                               if p.stem == base_name)
+        base, tuned = sr.load_upscaler(path), sr.load_upscaler(tuned_path)
+        s_ = base.scale
+        shares, q0, q1 = [], [], []
+        for f in files:
+            hr = load_image(f)
+            h, w = hr.shape[-2:]
+            y, x = (h - size) // 2 // s_ * s_, (w - size) // 2 // s_ * s_
+            lr = sr.downscale(hr[..., y:y + size, x:x + size], s_)
+            a, b = sr.upscale(base, lr, tile=0), sr.upscale(tuned, lr, tile=0)
+            spec = torch.fft.fft2((b - a)[0].mean(0)).abs().pow(2)
+            dc = spec[0, 0]
+            shares.append(float((spec[::size // s_, ::size // s_].sum() - dc) / (spec.sum() - dc).clamp_min(1e-20)))
+            q0.append(float(comparable_score(prior, a)))
+            q1.append(float(comparable_score(prior, b)))
+        better = sum(t > u for t, u in zip(q1, q0))
+        print(f"{key}: {100 * sum(shares) / len(shares):.0f} % of the change at the {s_}-pixel period; "
+              f"{args.prior} on {size}-pixel crops {sum(q0) / len(q0):.1f} -> {sum(q1) / len(q1):.1f} "
+              f"(better on {better} of {len(files)})")
 
 
 def table(results: dict, prior_name: str) -> str:
