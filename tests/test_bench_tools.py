@@ -167,3 +167,26 @@ def test_tiles_figure_shows_the_photo_whose_pasted_tiles_step_most(tmp_path, cap
     with pytest.raises(SystemExit, match="other tiles"):
         bench_tiles.main(["figure", "--save", str(saved), "--tile", "48", "--overlap", "8", "--figure", str(fig),
                           "--out", str(res)])
+
+
+def test_bench_sr_psnr_y_and_table():
+    """PSNR-Y on BT.601 luma (16-235) with the border cropped, and the README table's '% better' column."""
+    import math
+
+    import torch
+
+    from benchmarks.bench_sr import psnr_ssim_y, table
+
+    hr = torch.rand(1, 3, 40, 40)
+    p, s = psnr_ssim_y(hr, hr, 4)
+    assert p == float("inf") and s == pytest.approx(1.0)
+    off = hr.clone()
+    off[..., 4:-4, 4:-4] += 0.1  # only inside the border counts: Y moves by 0.1 * (65.481+128.553+24.966)/255
+    p, _ = psnr_ssim_y(off, hr, 4)
+    assert p == pytest.approx(-20 * math.log10(0.1 * 219.0 / 255), abs=1e-3)
+    per = lambda vals: [{"image": f"{i}.png", "psnr_y": 30.0, "ssim_y": 0.9, "niqe": v} for i, v in enumerate(vals)]  # noqa
+    rows = {"m/base": {"per_image": per([5, 5, 5, 5]), "train_seconds": 0, "lora_bytes": None, "base_bytes": 100},
+            "m/tuned": {"per_image": per([4, 6, 4, 4]), "train_seconds": 12, "lora_bytes": 8, "base_bytes": 100}}
+    text = table({"rows": rows}, "niqe")
+    tuned = next(line for line in text.splitlines() if line.startswith("| m/tuned"))
+    assert "4.500 / 75 %" in tuned and "8.0 %" in tuned  # NIQE is lower-better: 3 of 4 photos improved
