@@ -85,6 +85,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--rank", type=int, default=None, help="default: SRSettings'")
+    ap.add_argument("--lora-exclude", default=None, metavar="REGEX", help="layers left without adapters")
     ap.add_argument("--iqa-weight", type=float, default=None, help="default: SRSettings'")
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--dev-limit", type=int, default=None)
@@ -141,6 +142,7 @@ def main(argv=None) -> None:
                     samples_cache[gen] = sr.load_samples(DATA / "images" / "train", generate=gen,
                                                          limit=args.train_limit)
                 s = sr.SRSettings(steps=args.steps, crop=args.crop, batch=args.batch, lr=args.lr, rank=args.rank or sr.SRSettings.rank,
+                                  exclude=args.lora_exclude,
                                   train=mode, selection=selection, seed=0,
                                   **({"iqa_weight": args.iqa_weight} if iqa and args.iqa_weight is not None
                                      else {} if iqa else {"iqa_weight": 0.0}))

@@ -267,7 +267,7 @@ def cmd_sr_finetune(args) -> int:
     d = sr.SRSettings()
     settings = sr.SRSettings(
         steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, train=args.train, rank=args.lora_rank,
-        alpha=args.lora_alpha, targets=args.lora_targets, l1_weight=args.l1_weight,
+        alpha=args.lora_alpha, targets=args.lora_targets, exclude=args.lora_exclude, l1_weight=args.l1_weight,
         perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
         iqa_weight=args.iqa_weight if args.prior else 0.0, selection=args.select, temperature=args.temperature,
         degradation=args.degradation, quality_weight_prior=args.quality_weighted, quality_floor=args.quality_floor,
@@ -719,6 +719,8 @@ def parser() -> argparse.ArgumentParser:
     ft.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
     ft.add_argument("--lora-targets", default=srd.targets, choices=TARGET_KINDS,
                     help="layer kinds that take adapters (default %(default)s)")
+    ft.add_argument("--lora-exclude", default=None, metavar="REGEX",
+                    help="layers (by name) left without adapters, e.g. '^upsampler' (see docs/sr.md)")
     ft.add_argument("--l1-weight", type=float, default=srd.l1_weight, help="default %(default)s")
     ft.add_argument("--perceptual-weight", type=float, default=srd.perceptual_weight,
                     help="weight of NLPD, a weight-free perceptual distance (default %(default)s)")

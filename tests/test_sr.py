@@ -446,3 +446,19 @@ def test_perceptual_and_adversarial_terms_train_and_resume_exactly(tiny, tmp_pat
     assert "disc" in torch.load(ck, weights_only=False)
     resumed = sr.finetune(tiny, smp(), None, sr.SRSettings(steps=4, **s), checkpoint=ck, resume=True)
     assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
+
+
+def test_cli_lora_exclude_leaves_layers_without_adapters(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base.pth"
+    torch.save(tiny_state(), base)
+    hr = photos(tmp_path / "hr", n=1, size=64)
+    out = tmp_path / "x.safetensors"
+    assert _run(["sr-finetune", "--model", base, "-o", out, "--data", hr, "--steps", 1, "--crop", 16, "--batch", 1,
+                 "--lora-exclude", r"^body\.0$"]) == 0, capsys.readouterr().err
+    keys = [k.removeprefix("model.") for k in load_file(str(tmp_path / "x_lora.safetensors"))]
+    assert keys and not any(k.startswith("body.0.") for k in keys) and any(k.startswith("body.2.") for k in keys)
+    assert sr.read_metadata(out)["exclude"] == r"^body\.0$"
+    applied = sr.apply_lora(sr.load_upscaler(base), tmp_path / "x_lora.safetensors")  # the spec travels with it
+    assert applied.scale == 2

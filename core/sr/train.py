@@ -37,6 +37,7 @@ class SRSettings:
     rank: int = 3
     alpha: float | None = None
     targets: str = "conv+linear"
+    exclude: str | None = None       # regex of layer names left without adapters (e.g. "^upsampler")
     l1_weight: float = 1.0
     perceptual_weight: float = 0.0   # NLPD
     adversarial_weight: float = 0.0
@@ -68,7 +69,7 @@ class SRSettings:
         self.lora_spec().validate()
 
     def lora_spec(self) -> LoraSpec:
-        return LoraSpec(rank=self.rank, alpha=self.alpha, targets=self.targets)
+        return LoraSpec(rank=self.rank, alpha=self.alpha, targets=self.targets, exclude=self.exclude)
 
 
 class Discriminator(torch.nn.Module):
