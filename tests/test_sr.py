@@ -419,10 +419,15 @@ def test_quality_weight_follows_w_of_q(tmp_path):
     assert res.record["quality_weight_prior"] == "cnniqa-builtin" and len(res.history) == 2
 
 
-def test_cli_quality_weighted(tmp_path, capsys):
+def _cli_base(tmp_path):
+    """A tiny upscaler file and one 64-pixel training photo for the command-line tests."""
     base = tmp_path / "base.pth"
     torch.save(tiny_state(), base)
-    hr = photos(tmp_path / "hr", n=1, size=64)
+    return base, photos(tmp_path / "hr", n=1, size=64)
+
+
+def test_cli_quality_weighted(tmp_path, capsys):
+    base, hr = _cli_base(tmp_path)
     out = tmp_path / "q.pth"
     assert _run(["sr-finetune", "--model", base, "-o", out, "--data", hr, "--steps", 2, "--crop", 16, "--batch", 1,
                  "--quality-weighted", "--quality-floor", 0.2]) == 0, capsys.readouterr().err
@@ -451,9 +456,7 @@ def test_perceptual_and_adversarial_terms_train_and_resume_exactly(tiny, tmp_pat
 def test_cli_lora_exclude_leaves_layers_without_adapters(tmp_path, capsys):
     from safetensors.torch import load_file
 
-    base = tmp_path / "base.pth"
-    torch.save(tiny_state(), base)
-    hr = photos(tmp_path / "hr", n=1, size=64)
+    base, hr = _cli_base(tmp_path)
     out = tmp_path / "x.safetensors"
     assert _run(["sr-finetune", "--model", base, "-o", out, "--data", hr, "--steps", 1, "--crop", 16, "--batch", 1,
                  "--lora-exclude", r"^body\.0$"]) == 0, capsys.readouterr().err
