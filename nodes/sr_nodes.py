@@ -24,7 +24,8 @@ class IQAFineTuneUpscaler:
                    "photos downscaled by the model's scale; the target is the photo itself or, with a selection "
                    "other than 'orig', one of its candidates (sharpened versions and/or the 'candidates' batch) "
                    "chosen by the prior. The base model is never changed. Optionally saved into "
-                   "models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score.")
+                   "models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score, and look at "
+                   "the output: if it grows a regular grid texture, lower iqa_weight (docs/sr.md).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("UPSCALE_MODEL", "STRING")
     RETURN_NAMES = ("upscale_model", "report")
