@@ -73,7 +73,7 @@ class IQAFineTuneUpscaler:
     def finetune(self, upscale_model, images, prior, steps=150, rank=3, iqa_weight=0.0005, selection="orig", seed=0,
                  candidates=None, sharpened_candidates=True, crop=64, batch=4, learning_rate=2e-4, save_name=""):
         from ..core import sr
-        from ..core.sr.data import SHARPEN_AMOUNTS, Sample, sharpen
+        from ..core.sr.data import Sample, add_sharpened
         from . import comfy
 
         save_to = _save_path(save_name.strip()) if save_name.strip() else None
@@ -93,9 +93,7 @@ class IQAFineTuneUpscaler:
                         cands.append(c[j])
                         labels.append(f"candidate{j}")
                 if sharpened_candidates and selection != "orig":
-                    for a in SHARPEN_AMOUNTS:
-                        cands.append(sharpen(hr[None], a)[0])
-                        labels.append(f"sharpen{a:g}")
+                    add_sharpened(hr, cands, labels)
                 samples.append(Sample(f"image{i}", cands, labels))
             s = sr.SRSettings(steps=steps, batch=batch, crop=crop, lr=learning_rate, rank=rank, iqa_weight=iqa_weight,
                               selection=selection, seed=seed)

@@ -59,6 +59,13 @@ def sharpen(img: torch.Tensor, amount: float, sigma: float = 1.0) -> torch.Tenso
     return (img + amount * (img - gaussian_blur(img, sigma))).clamp(0, 1)
 
 
+def add_sharpened(hr: torch.Tensor, cands: list, labels: list) -> None:
+    """Append the generated candidates of one photo ([3,H,W]): unsharp masks at :data:`SHARPEN_AMOUNTS`."""
+    for a in SHARPEN_AMOUNTS:
+        cands.append(sharpen(hr[None], a)[0])
+        labels.append(f"sharpen{a:g}")
+
+
 @dataclass
 class Sample:
     """One HR photo with its candidate targets (``[0]`` is the photo itself) and their image-level scores."""
@@ -246,9 +253,7 @@ def load_samples(hr_dir, candidates_dir=None, generate: Sequence[str] = (), limi
             cands.append(c)
             labels.append(p.name)
         if "sharpen" in generate:
-            for a in SHARPEN_AMOUNTS:
-                cands.append(sharpen(hr[None], a)[0])
-                labels.append(f"sharpen{a:g}")
+            add_sharpened(hr, cands, labels)
         out.append(Sample(f.name, cands, labels))
         if progress is not None:
             progress(n + 1, len(files))
