@@ -99,7 +99,8 @@ def main(argv=None) -> None:
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
     from iqa_map.core.models import load_builtin
-    from iqa_map.core.qmap import quality_map, roc_auc
+    from iqa_map.core.metrics import roc_auc
+    from iqa_map.core.qmap import quality_map
 
     files = dev_files()[args.start:]
     files = files[:args.limit] if args.limit is not None else files

@@ -93,7 +93,8 @@ def components(model, img, prior, settings, device: str) -> dict:
     ``2 * steps`` times (with a vector-Jacobian product) going back, then
     decodes, scores and differentiates the image once.
     """
-    from iqa_map.core.map import _objective, resolve_lr
+    from iqa_map.core.ascent import _objective
+    from iqa_map.core.settings import resolve_lr
 
     den, codec, cond = model.denoiser, model.codec, model.cond
     with torch.no_grad():

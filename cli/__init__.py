@@ -508,7 +508,8 @@ def cmd_qmap(args) -> int:
     """Quality map of each input: a mask PNG (white = worst) and a colour heatmap with legend."""
     from ..core import priors
     from ..core.imageio import load_image, save_image
-    from ..core.qmap import heatmap, quality_map
+    from ..core.drawing import heatmap
+    from ..core.qmap import quality_map
 
     files = _inputs(args.inputs)
     out = _output_dir(args.output)

@@ -1,8 +1,8 @@
-"""Labelled side-by-side images for the demo and ``compare`` (presentation only)."""
+"""Presentation only: labelled contact sheets (the demo, ``compare``) and quality-map heatmaps."""
 from __future__ import annotations
 
 import numpy as np
-
+import torch
 
 
 def contact_sheet(images, labels, columns: int | None = None, pad: int = 6, label_h: int = 30):
@@ -35,4 +35,43 @@ def same_size(images):
     return [t[..., :h, :w] for t in images]
 
 
-__all__ = ["contact_sheet", "same_size"]
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Google's Turbo colormap (polynomial approximation by its author, A. Mikhailov), x in [0,1] -> RGB."""
+    x = np.clip(x, 0, 1)[..., None]
+    r = (0.13572138 + x * (4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943)))))
+    g = (0.09140261 + x * (2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604)))))
+    b = (0.10667330 + x * (12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973)))))
+    return np.clip(np.concatenate([r, g, b], axis=-1), 0, 1)
+
+
+def heatmap(qmap, image: torch.Tensor | None = None, alpha: float = 0.6, label: str = "") -> torch.Tensor:
+    """Colour heatmap of the badness (Turbo: blue = best, red = worst), optionally over the photo,
+    with a legend strip below. Returns ``[B,3,H+legend,W]`` in [0, 1]."""
+    from PIL import Image, ImageDraw
+    bad = qmap.badness[:, 0].cpu().numpy()
+    out = []
+    for k in range(bad.shape[0]):
+        col = turbo(bad[k])
+        if image is not None:
+            photo = image[k].detach().float().permute(1, 2, 0).cpu().numpy()
+            col = alpha * col + (1 - alpha) * photo
+        h, w = col.shape[:2]
+        bar_h = max(28, h // 10)
+        legend = np.ones((bar_h, w, 3)) * 0.12
+        ramp = turbo(np.linspace(0, 1, max(w - 20, 2)))
+        legend[4:bar_h // 2 + 2, 10:10 + ramp.shape[0]] = ramp[None]
+        pil = Image.fromarray((np.concatenate([col, legend]) * 255).round().astype(np.uint8))
+        d = ImageDraw.Draw(pil)
+        s = qmap.scores[k, 0]
+        d.text((10, h + bar_h // 2 + 2), f"best {float(s.max()):.1f}", fill=(255, 255, 255))
+        right = f"worst {float(s.min()):.1f}"
+        d.text((max(w - 10 - 7 * len(right), w // 2), h + bar_h // 2 + 2), right, fill=(255, 255, 255))
+        if label:
+            d.text((w // 2 - 3 * len(label), h + bar_h // 2 + 2), label[:max(1, w // 14)], fill=(200, 200, 200))
+        out.append(torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+__all__ = ["contact_sheet", "heatmap", "same_size", "turbo"]

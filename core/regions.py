@@ -209,7 +209,7 @@ def preview(part: Partition, image: Optional[torch.Tensor] = None, alpha: float 
     white, each region's number at its centre."""
     from PIL import Image, ImageDraw
 
-    from .qmap import _turbo
+    from .drawing import turbo as _turbo
 
     lab = part.labels.numpy()
     qual = np.zeros(lab.shape)

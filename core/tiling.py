@@ -17,12 +17,15 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import map as M
+from .ascent import MapResult, adaptive_weight, ascend, check_image
+from .loop import Report, named_scores
+from .metrics import psnr, ssim
 from ._grad import usable
 from .models.codec import PixelCodec
+from .settings import MapSettings, TileSettings
 
-DEFAULT_TILE = 768     # pixels; 3-3.5 GiB peak on the CPU with the built-in model (benchmarks/bench_tiles.py)
-DEFAULT_OVERLAP = 64   # pixels blended between neighbouring tiles (8 latent pixels of Stable Diffusion)
+DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
+DEFAULT_OVERLAP = TileSettings.tile_overlap
 # The report scores the whole photo up to this many tiles' area; beyond, scoring it at once (no gradient, yet
 # 0.4 KB per pixel for NIQE + BRISQUE: 5 GB at 12 megapixels) would outgrow a tile's ascent, so the report
 # gives the area-weighted mean of the tiles' scores instead and says so (``scores_over``).
@@ -137,7 +140,7 @@ def ascend_tiled(
     denoiser,
     image: torch.Tensor,
     prior,
-    settings: Optional[M.MapSettings] = None,
+    settings: Optional[MapSettings] = None,
     *,
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
@@ -147,7 +150,7 @@ def ascend_tiled(
     cond: Any = None,
     callback: Optional[Callable[[dict], None]] = None,
     **overrides,
-) -> M.MapResult:
+) -> MapResult:
     """:func:`~iqa_map.core.map.ascend` on overlapping tiles of at most ``tile`` pixels a side, blended.
 
     An image that fits in one tile is passed to ``ascend`` unchanged. Each tile is
@@ -160,13 +163,13 @@ def ascend_tiled(
     scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
     beyond which they are the area-weighted mean over the tiles ("tiles").
     """
-    s = dataclasses.replace(settings or M.MapSettings(), **overrides)
+    s = dataclasses.replace(settings or MapSettings(), **overrides)
     s.validate()
-    M._check_image(image)
+    check_image(image)
     h, w = image.shape[-2:]
     grid = tile_grid(denoiser, codec, h, w, tile, overlap)
     if grid is None:
-        return M.ascend(denoiser, image, prior, s, codec=codec, monitors=monitors, weight_map=weight_map, cond=cond,
+        return ascend(denoiser, image, prior, s, codec=codec, monitors=monitors, weight_map=weight_map, cond=cond,
                         callback=callback)
     t0 = time.perf_counter()
     with torch.inference_mode(False):
@@ -176,7 +179,7 @@ def ascend_tiled(
             if weight_map.shape[-2:] != (h, w):
                 weight_map = F.interpolate(weight_map, size=(h, w), mode="bilinear", align_corners=False)
         if s.adaptive_fidelity:
-            adaptive = M._adaptive_weight(prior, s, image.float(), (h, w))
+            adaptive = adaptive_weight(prior, s, image.float(), (h, w))
             weight_map = adaptive if weight_map is None else weight_map * adaptive
         per_tile = dataclasses.replace(s, adaptive_fidelity=None)
         outputs, tiles = [], []
@@ -184,44 +187,43 @@ def ascend_tiled(
             def tile_callback(info, k=k):
                 callback({**info, "tile": k, "tiles": len(grid)})
 
-            res = M.ascend(denoiser, image[..., y:y + th, x:x + tw], prior, per_tile, codec=codec, monitors=monitors,
+            res = ascend(denoiser, image[..., y:y + th, x:x + tw], prior, per_tile, codec=codec, monitors=monitors,
                            weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
                            cond=cond, callback=tile_callback if callback is not None else None)
             outputs.append(res.image.float())
             tiles.append({"box": [y, x, th, tw], **res.report})
         out = grid.blend(outputs).clamp(0, 1)
-    return M.MapResult(image=out, report=_tiled_report(tiles, s, grid, out, image.float(), prior, monitors, t0))
+    return MapResult(image=out, report=_tiled_report(tiles, s, grid, out, image.float(), prior, monitors, t0))
 
 
 def _scores(prior, monitors, img: torch.Tensor, grid: Optional[Grid]) -> dict:
     """Native scores of the image, or with a ``grid``, the area-weighted mean of its tiles' scores."""
     if grid is None:
-        return M._named_scores(prior, monitors, img)
-    parts = [(h * w, M._named_scores(prior, monitors, img[..., y:y + h, x:x + w])) for y, x, h, w in grid.boxes()]
+        return named_scores(prior, monitors, img)
+    parts = [(h * w, named_scores(prior, monitors, img[..., y:y + h, x:x + w])) for y, x, h, w in grid.boxes()]
     area = sum(a for a, _ in parts)
     return {k: sum(a * p[k] for a, p in parts) / area for k in parts[0][1]}
 
 
-def _tiled_report(tiles: list, s: M.MapSettings, grid: Grid, out, inp, prior, monitors, t0: float) -> dict:
+def _tiled_report(tiles: list, s: MapSettings, grid: Grid, out, inp, prior, monitors, t0: float) -> Report:
     """One report for the whole photo: the sums, maxima and whole-image scores, each tile's own report kept."""
     whole = grid.height * grid.width <= WHOLE_SCORE_TILES * grid.tile ** 2
     settings = {**tiles[0]["settings"], **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
                                                                          "adaptive_normalise")},
                 "tile": grid.tile, "tile_overlap": grid.overlap, "tile_align": grid.align}
-    return {
-        "settings": settings,
-        "tiles": [{k: v for k, v in t.items() if k not in ("settings", "history")} for t in tiles],
-        "history": [{"tile": k, **e} for k, t in enumerate(tiles) for e in t["history"]],
-        "events": [f"tile {k}: {e}" for k, t in enumerate(tiles) for e in t["events"]],
-        "iterations_run": sum(t["iterations_run"] for t in tiles),
-        "inversion_error": max(t["inversion_error"] for t in tiles),
-        "codec_error": max(t["codec_error"] for t in tiles),
-        "denoiser_evals": sum(t["denoiser_evals"] for t in tiles),
-        "wall_seconds": time.perf_counter() - t0,
-        "peak_memory_bytes": max(t["peak_memory_bytes"] for t in tiles),
-        "scores_over": "image" if whole else "tiles",
-        "input_scores": _scores(prior, monitors, inp, None if whole else grid),
-        "output_scores": _scores(prior, monitors, out, None if whole else grid),
-        "psnr_vs_input": M.psnr(out, inp),
-        "ssim_vs_input": M.ssim(out, inp),
-    }
+    return Report(
+        settings=settings,
+        tiles=[{k: v for k, v in t.items() if k not in ("settings", "history")} for t in tiles],
+        history=[{"tile": k, **e} for k, t in enumerate(tiles) for e in t["history"]],
+        events=[f"tile {k}: {e}" for k, t in enumerate(tiles) for e in t["events"]],
+        iterations_run=sum(t["iterations_run"] for t in tiles),
+        inversion_error=max(t["inversion_error"] for t in tiles),
+        codec_error=max(t["codec_error"] for t in tiles),
+        denoiser_evals=sum(t["denoiser_evals"] for t in tiles),
+        wall_seconds=time.perf_counter() - t0,
+        peak_memory_bytes=max(t["peak_memory_bytes"] for t in tiles),
+        scores_over="image" if whole else "tiles",
+        input_scores=_scores(prior, monitors, inp, None if whole else grid),
+        output_scores=_scores(prior, monitors, out, None if whole else grid),
+        psnr_vs_input=psnr(out, inp),
+        ssim_vs_input=ssim(out, inp))

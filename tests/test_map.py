@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from iqa_map.core import edict
 from iqa_map.core import map as M
 from iqa_map.core.models import from_diffusers
 from iqa_map.core.models.codec import VAECodec
@@ -183,8 +184,8 @@ class SteepBrightness(Brightness):
 
 def _first_step(monkeypatch, **settings):
     """The VE pair the sampler sees at iterates 0 and 1."""
-    seen, inner = [], M.edict.value_and_grad
-    monkeypatch.setattr(M.edict, "value_and_grad", lambda den, params, *a, **k: (
+    seen, inner = [], edict.value_and_grad
+    monkeypatch.setattr(edict, "value_and_grad", lambda den, params, *a, **k: (
         seen.append([p.clone() for p in params]), inner(den, params, *a, **k))[1])
     M.ascend(_pixel_model(), _img(), SteepBrightness(), steps=4, strength=1.0, iterations=1, fidelity="none",
              optimizer="momentum", lr=2.0, **settings)
@@ -258,7 +259,7 @@ def test_bad_input_is_rejected_clearly():
         M.ascend(_pixel_model(), torch.full((1, 3, 16, 16), float("nan")), Brightness())
     with pytest.raises(ValueError, match="fidelity"):
         M.ascend(_pixel_model(), _img(), Brightness(), fidelity="l7")
-    with pytest.raises(ValueError, match="optimiser"):
+    with pytest.raises(ValueError, match="optimizer must be one of adam, momentum"):
         M.ascend(_pixel_model(), _img(), Brightness(), optimizer="lbfgs", iterations=1)
     with pytest.raises(ValueError, match="hack_reference"):
         M.ascend(_pixel_model(), _img(), Brightness(), hack_reference="end")

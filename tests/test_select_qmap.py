@@ -14,7 +14,9 @@ from iqa_map.core import select as S
 from iqa_map.core.map import comparable_score
 from iqa_map.core.priors.base import Prior
 from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
-from iqa_map.core.qmap import heatmap, otsu_threshold, quality_map, roc_auc
+from iqa_map.core.drawing import heatmap
+from iqa_map.core.metrics import roc_auc
+from iqa_map.core.qmap import otsu_threshold, quality_map
 
 
 def _photo(crop=96):

@@ -159,7 +159,7 @@ def test_adaptive_fidelity_draws_one_map_from_the_whole_photo(monkeypatch):
     monkeypatch.setattr(M, "ascend", spy)
     s = dataclasses.replace(M.MapSettings(**FAST), adaptive_fidelity="prior", adaptive_window=8, adaptive_stride=4)
     ascend_tiled(den, x, Brightness(), s, tile=24, overlap=6)
-    whole = M._adaptive_weight(Brightness(), s, x, (40, 44))
+    whole = M.adaptive_weight(Brightness(), s, x, (40, 44))
     for (y, xx, th, tw), (shape, wmap, adaptive) in zip(Grid(40, 44, 24, 6).boxes(), calls):
         assert adaptive is None and shape[-2:] == (th, tw)
         assert torch.allclose(wmap, whole[..., y:y + th, xx:xx + tw])
