@@ -96,11 +96,11 @@ def main(argv=None) -> None:
     from iqa_map.core import map as M
     from iqa_map.core import priors
     from iqa_map.core.imageio import load_image
-    from iqa_map.core.models import load_builtin
+    from iqa_map.core.pipeline import enhance, load_model
 
     files = dev_files(args.limit)
     prior = priors.load(args.prior)
-    den = load_builtin()
+    model = load_model("builtin", device="cpu")
     settings = {"recipe": parse_candidate(args.recipe), **{f"c{i + 1}": parse_candidate(s)
                                      for i, s in enumerate(args.candidates.split(",")) if s.strip()}}
     reused = {}
@@ -142,8 +142,9 @@ def main(argv=None) -> None:
                 trace.append({"gain": score(info["image"]) - s_in, "psnr_vs_input": M.psnr(info["image"], noisy),
                               "psnr_vs_clean": M.psnr(info["image"], clean)})
 
-            res = M.ascend(den, noisy, prior, M.MapSettings(fidelity="nlpd", units=args.units, **cfg),
-                           callback=record if args.prefixes else None)
+            res = enhance(noisy, model=model, prior=prior, settings=M.MapSettings(fidelity="nlpd", units=args.units,
+                                                                                   **cfg),
+                          callback=record if args.prefixes else None)
             rep = res.report
             row[name] = {"gain": score(res.image) - s_in, "psnr_vs_input": rep["psnr_vs_input"],
                          "psnr_vs_clean": M.psnr(res.image, clean), "evals": rep["denoiser_evals"],

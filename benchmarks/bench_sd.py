@@ -50,7 +50,8 @@ def sync(device: str) -> None:
 
 
 def one_run(model, img, prior, settings, device: str, label: str) -> dict:
-    from iqa_map.core.map import ascend
+    from iqa_map.core.pipeline import enhance
+    from iqa_map.core.settings import TileSettings
 
     sync(device)
     t0 = time.perf_counter()
@@ -59,8 +60,7 @@ def one_run(model, img, prior, settings, device: str, label: str) -> dict:
         print(f"  {label} iteration {info['iteration']:2d}/{info['total']}: prior {info['score']:6.2f} "
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
 
-    res = ascend(model.denoiser, img.to(device), prior, settings, codec=model.codec, cond=model.cond,
-                 callback=progress)
+    res = enhance(img, model=model, prior=prior, settings=settings, tiles=TileSettings(tile=0), callback=progress)
     sync(device)
     total = time.perf_counter() - t0
     rep = res.report

@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import options
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 FUSION_HELP = ("how several --prior scores combine (calibrated 0-100): mean (default), geometric (one low score "
@@ -29,31 +31,11 @@ class CliError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-def _split_weight(spec: str, default: float | None = 1.0) -> tuple[str, float | None]:
-    name, sep, w = spec.rpartition(":")
-    if sep and name and _is_number(w):
-        return name, float(w)
-    return spec, default
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
 def build_prior(specs, weights_dir=None, device=None, fusion="mean"):
     """One prior from ``--prior name[:weight]`` options (several are fused on calibrated scores)."""
-    from ..core import priors
+    from ..core.pipeline import load_prior
 
-    specs = specs or ["builtin"]
-    parsed = [_split_weight(s) for s in specs]
-    loaded = [(priors.load(n, weights_dir=weights_dir, device=device), w) for n, w in parsed]
-    if len(loaded) == 1:
-        return loaded[0][0]
-    return priors.fuse(loaded, mode=fusion)
+    return load_prior(specs, fusion=fusion, weights_dir=weights_dir, device=device)
 
 
 def _output_dir(path: str) -> Path:
@@ -99,13 +81,11 @@ def _read(path, note=True):
 
 
 def cmd_enhance(args) -> int:
-    import torch
     from tqdm import tqdm
 
     from ..core.imageio import write_photo
-    from ..core.models.loading import DTYPES, load_model
 
-    _check_tile(args)
+    settings, tiles = options.map_settings(args), options.tile_settings(args)
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
     todo = [f for f in files if args.force or not (out / f"{f.stem}_enhanced.png").exists()]
@@ -116,25 +96,29 @@ def cmd_enhance(args) -> int:
     valid, failed = _readable(todo)
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
     monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
-                       prompt=args.prompt)
-    settings = _settings_from(args)
+    model = _load_model(args)
     reports = {}
     args.enhance_batch = (files, valid, out, reports)  # what main() reports and keeps when the batch stops part way
     for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
         photo = _read(f, note=False)
-        torch.manual_seed(args.seed)
-        res = _enhance_one(model, photo.image, prior, settings, args, monitors=monitors, name=f.name, bar=True)
+        res = _enhance_one(model, photo.image, prior, settings, tiles, monitors=monitors, name=f.name, bar=True)
         dest = write_photo(res.image, out / f"{f.stem}_enhanced.png", like=photo, protect=files)
         r = res.report
-        reports[str(f)] = {**r, "output": str(dest), "model": args.model, "dtype": args.dtype, "prompt": args.prompt,
-                           "preset": args.preset}
-        print(f"{f.name}: {prior.name} {r['input_scores'][prior.name]:.3f} -> {r['output_scores'][prior.name]:.3f}, "
-              f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {dest}")
-        for ev in r["events"]:
+        reports[str(f)] = {**r.to_dict(), "output": str(dest), "model": args.model, "dtype": args.dtype,
+                           "prompt": args.prompt, "preset": args.preset}
+        print(f"{f.name}: {prior.name} {r.input_scores[prior.name]:.3f} -> {r.output_scores[prior.name]:.3f}, "
+              f"PSNR vs input {r.psnr_vs_input:.2f} dB, {r.wall_seconds:.1f} s -> {dest}")
+        for ev in r.events:
             print(f"  note: {ev}")
     _write_report(args.report, reports, files)
     return 1 if failed else 0
+
+
+def _load_model(args):
+    from ..core.models.loading import DTYPES, load_model
+
+    return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
+                      prompt=args.prompt)
 
 
 def _readable(files) -> tuple[list, int]:
@@ -200,28 +184,18 @@ def _stopped(args) -> list[str]:
     return lines
 
 
-def _check_tile(args) -> None:
-    """Before anything slow: a bad --tile or --tile-overlap is known from the command line alone."""
-    if args.tile < 0 or 0 < args.tile < 64:
-        raise CliError(f"--tile must be 0 (never tile) or at least 64 pixels; got {args.tile}")
-    if args.tile and not 0 <= args.tile_overlap <= args.tile // 2:
-        raise CliError(f"--tile-overlap must be between 0 and half of --tile ({args.tile // 2}); "
-                       f"got {args.tile_overlap}")
-
-
-def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=False):
-    """Latent MAP on one photo, in tiles when it is larger than ``--tile`` (said before the slow part);
+def _enhance_one(model, img, prior, settings, tiles, monitors=(), name="", bar=False):
+    """:func:`~iqa_map.core.pipeline.enhance` on one photo, saying first when it is split into tiles;
     ``bar``: a progress bar over every tile's iterations."""
     from tqdm import tqdm
 
-    from ..core.tiling import ascend_tiled, tile_grid
+    from ..core.pipeline import enhance
+    from ..core.tiling import tile_grid
 
-    _check_tile(args)
     h, w = img.shape[-2:]
-    tile, overlap = (args.tile, args.tile_overlap) if args.tile else (max(h, w), 0)
-    grid = tile_grid(model.denoiser, model.codec, h, w, tile, overlap)
+    grid = tile_grid(model.denoiser, model.codec, h, w, tiles.tile, tiles.tile_overlap) if tiles.tile else None
     if grid is not None:
-        print(f"{name}: {w}x{h} is larger than --tile {args.tile}: {len(grid)} tiles of {grid.tile} pixels, "
+        print(f"{name}: {w}x{h} is larger than --tile {tiles.tile}: {len(grid)} tiles of {grid.tile} pixels, "
               f"{grid.overlap} shared between neighbours")
     per_tile = settings.iterations + 1
     progress = tqdm(total=per_tile * (len(grid) if grid else 1), desc=name, unit="it", leave=False, disable=not bar)
@@ -233,30 +207,10 @@ def _enhance_one(model, img, prior, settings, args, monitors=(), name="", bar=Fa
                              **({"tile": f"{info['tile'] + 1}/{info['tiles']}"} if grid else {}))
 
     try:
-        return ascend_tiled(model.denoiser, img.to(model.denoiser.device), prior, settings, tile=tile,
-                            overlap=overlap, codec=model.codec, monitors=monitors, cond=model.cond,
-                            callback=callback)
+        return enhance(img, model=model, prior=prior, monitors=monitors, settings=settings, tiles=tiles,
+                       callback=callback)
     finally:
         progress.close()
-
-
-def _settings_from(args, fidelity=None):
-    from ..core import map as mapping
-
-    fid_name, fid_w = _split_weight(fidelity or args.fidelity, None)
-    base = {**{k: getattr(mapping.MapSettings, k) for k in ("steps", "strength", "iterations", "optimizer")},
-            **mapping.PRESETS[args.preset]}
-    chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
-    return mapping.MapSettings(
-        **chosen,
-        lr=args.lr, lr_schedule=args.lr_schedule, units=args.units, fidelity=fid_name, fidelity_weight=fid_w,
-        seed=args.seed, target=args.target,
-        patience=args.patience, on_hack=getattr(args, "on_hack", "stop"),
-        hack_margin=getattr(args, "hack_margin", mapping.MapSettings.hack_margin),
-        hack_reference=getattr(args, "hack_reference", mapping.MapSettings.hack_reference),
-        adaptive_fidelity=getattr(args, "adaptive_fidelity", None),
-        adaptive_normalise=getattr(args, "adaptive_normalise", "worst"),
-        adaptive_floor=getattr(args, "adaptive_floor", 0.1))
 
 
 def cmd_sr_finetune(args) -> int:
@@ -391,23 +345,20 @@ def cmd_compare(args) -> int:
     from tqdm import tqdm
 
     from ..core import priors as P
-    from ..core.imageio import write_photo
-    from ..core.models.loading import DTYPES, load_model
     from ..core.drawing import contact_sheet, same_size
+    from ..core.imageio import write_photo
 
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
-    _check_tile(args)
+    settings, tiles = options.map_settings(args), options.tile_settings(args)
     photo = _read(args.input)
     img = photo.image
     out = _output_dir(args.output)
     loaded = [P.load(n, weights_dir=args.weights_dir, device=args.device) for n in args.prior]
-    model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
-                       prompt=args.prompt)
-    settings = _settings_from(args)
+    model = _load_model(args)
     results = {}
     for prior in tqdm(loaded, desc="priors", unit="prior"):
-        res = _enhance_one(model, img, prior, settings, args, name=f"{args.input.name} ({prior.name})")
+        res = _enhance_one(model, img, prior, settings, tiles, name=f"{args.input.name} ({prior.name})")
         results[prior.name] = res.image
         write_photo(res.image, out / f"{args.input.stem}_{prior.name}.png", like=photo, protect=[args.input])
     names = [p.name for p in loaded]
@@ -560,15 +511,11 @@ def parser() -> argparse.ArgumentParser:
                                  "diffusion latents.", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    from ..core.map import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings
     from ..core.models.loading import DTYPES
-    from ..core.optim import LR_SCHEDULES, OPTIMISERS
-    from ..core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from ..core.settings import GROUPS, PRESET_HELP, PRESETS, MapSettings, TileSettings
 
-    def map_options(p):
-        from ..core.qmap import WEIGHT_NORMALISATIONS
-
-        d = MapSettings()
+    def map_options(p, groups=None):
+        """The model, the preset and the settings generated from their metadata (core/settings.py)."""
         p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
                        "<single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",
@@ -576,49 +523,14 @@ def parser() -> argparse.ArgumentParser:
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
         p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
                        "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
-        p.add_argument("--preset", default="default", choices=list(PRESETS),
-                       help="starting settings: default (full inversion, 20 steps, 20 momentum iterations), fast "
-                            "(4 steps at strength 0.35, 8 Adam iterations: about 10 times quicker, for CPUs) or "
-                            "recipe (the public recipe: 50 steps, 50 iterations); options given explicitly win")
-        p.add_argument("--steps", type=int, help=f"EDICT steps (default: the preset's; {d.steps})")
-        p.add_argument("--strength", type=float,
-                       help=f"fraction of the noise schedule inverted, 1 = full (default: the preset's; {d.strength})")
-        p.add_argument("--iterations", type=int, help=f"ascent iterations (default: the preset's; {d.iterations})")
-        p.add_argument("--optimizer", choices=list(OPTIMISERS),
-                       help="momentum: the public recipe's clipped update, for calibrated 0-100 priors (default); "
-                            "adam: for uncalibrated priors (lr 0.003)")
-        p.add_argument("--lr", type=float, default=None,
-                       help="learning rate (default: the optimiser's, momentum 2 as in the public recipe)")
-        p.add_argument("--lr-schedule", default=d.lr_schedule, choices=list(LR_SCHEDULES),
-                       help="constant (default) or cosine: anneal the learning rate towards 0 over the iterations")
-        p.add_argument("--units", default=d.units, choices=list(LATENT_UNITS),
-                       help="latent coordinates the steps are taken in: vp (unit scale, the public recipe's; "
-                            "default) or ve (the sampler's x0 + sigma n)")
-        p.add_argument("--fidelity", default=d.fidelity, metavar="NAME[:WEIGHT]",
-                       help="nlpd | mse | ssim | none, optional weight lambda (default %(default)s)")
-        p.add_argument("--target", type=float, default=None, help="stop at this calibrated score (0-100)")
-        p.add_argument("--patience", type=int, default=None, help="stop after N iterations without improvement")
-        p.add_argument("--seed", type=int, default=d.seed,
-                       help="seed of the optional perturbation; the same seed gives the same output")
         p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                        help="precision of the diffusion model's network (the sampler's state stays float64): "
                             "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
-        p.add_argument("--adaptive-fidelity", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
-                       help="weight the fidelity by the input's quality map (good regions held closer, damaged "
-                            "ones freer); PRIOR draws the map (default cnniqa-builtin; 'prior' = the optimised prior)")
-        p.add_argument("--adaptive-normalise", choices=WEIGHT_NORMALISATIONS, default=d.adaptive_normalise,
-                       help="adaptive fidelity: 'worst' keeps lambda in the worst region and holds better ones up to "
-                            "1/floor times tighter; 'damaged' keeps lambda on every pixel the map classes as damaged "
-                            "(Otsu split) and holds the rest tighter; 'mean' moves the same total fidelity from "
-                            "damaged to good regions (default %(default)s)")
-        p.add_argument("--adaptive-floor", type=float, default=d.adaptive_floor,
-                       help="adaptive fidelity: weight of the worst region relative to the best (default %(default)s)")
-        p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PIXELS",
-                       help="enhance photos larger than this many pixels a side in overlapping tiles of this size, "
-                            "one at a time, blended without seams: memory stays that of one tile (3-3.5 GiB on "
-                            "the CPU at 768 with the built-in model); 0 = never tile (default %(default)s)")
-        p.add_argument("--tile-overlap", type=int, default=DEFAULT_OVERLAP, metavar="PIXELS",
-                       help="pixels shared and blended between neighbouring tiles (default %(default)s)")
+        p.add_argument("--preset", default="default", choices=list(PRESETS),
+                       help="starting settings, which options given explicitly override: " + "; ".join(
+                           f"{k} ({v})" for k, v in PRESET_HELP.items()))
+        options.add_settings(p, MapSettings, groups)
+        options.add_settings(p, TileSettings)
 
     def common(p):
         p.add_argument("--weights-dir", default=None,
@@ -633,14 +545,6 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"], help=FUSION_HELP)
     e.add_argument("--monitor", action="append", default=[], metavar="NAME",
                    help="held-out prior for the hack guard (scored, never optimised)")
-    e.add_argument("--on-hack", default="stop", choices=["stop", "warn"],
-                   help="when a monitor falls while the prior rises: stop at the last iterate before (default) "
-                        "or only note it in the report")
-    e.add_argument("--hack-margin", type=float, default=MapSettings.hack_margin,
-                   help="monitor drop (calibrated points) that counts as hacking (default %(default)s)")
-    e.add_argument("--hack-reference", default=HACK_REFERENCES[0], choices=HACK_REFERENCES,
-                   help="measure the drop from the monitor's best score so far (peak, default) or from its score on the "
-                        "input (start)")
     map_options(e)
     e.add_argument("--report", default=None, help="write the JSON report here")
     e.add_argument("--force", action="store_true", help="redo images whose output already exists")
@@ -652,7 +556,7 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("input", type=Path)
     cp.add_argument("-o", "--output", required=True)
     cp.add_argument("--prior", action="append", default=[], metavar="NAME", required=True)
-    map_options(cp)
+    map_options(cp, groups=[g for g in GROUPS if g != "guard"])  # no monitors here: no hack guard
     common(cp)
     cp.set_defaults(func=cmd_compare)
 

@@ -81,6 +81,14 @@ def cli_flag(f: dataclasses.Field, opt: Option) -> Optional[str]:
     return None if opt.cli is None else (opt.cli or "--" + f.name.replace("_", "-"))
 
 
+class SettingsError(ValueError):
+    """A setting out of its choices or range; ``field`` names it, so each surface can say its own name for it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 def check(record) -> None:
     """Every field of a settings record against its choices and range (``None`` passes where allowed)."""
     for f, opt in options(type(record)):
@@ -88,11 +96,11 @@ def check(record) -> None:
         if v is None:
             continue
         if opt.choices is not None and not opt.open_choices and v not in opt.choices:
-            raise ValueError(f"{f.name} must be one of {', '.join(map(str, opt.choices))}; got {v!r}")
+            raise SettingsError(f.name, f"{f.name} must be one of {', '.join(map(str, opt.choices))}; got {v!r}")
         if opt.range is not None:
             lo, hi = opt.range
             if (lo is not None and v < lo) or (hi is not None and v > hi):
-                raise ValueError(f"{f.name} must be in [{lo}, {hi}]; got {v!r}")
+                raise SettingsError(f.name, f"{f.name} must be between {lo:g} and {hi:g}; got {v!r}")
 
 
 INVERT, ASCENT = "IQAMAP_DDIMInvert", "IQAMAP_LatentMAPAscent"
@@ -180,8 +188,8 @@ class MapSettings:
     def validate(self) -> None:
         check(self)
         if self.adaptive_fidelity and self.adaptive_normalise != "mean" and self.adaptive_floor == 0:
-            raise ValueError("adaptive_floor (the worst region's fidelity weight relative to the best) must be in "
-                             "(0, 1], or [0, 1] with adaptive_normalise='mean'")
+            raise SettingsError("adaptive_floor", "adaptive_floor (the worst region's fidelity weight relative to "
+                                "the best) must be in (0, 1], or [0, 1] with adaptive_normalise='mean'")
 
 
 def resolve_lr(s: MapSettings) -> MapSettings:
@@ -203,10 +211,10 @@ class TileSettings:
     def validate(self) -> None:
         check(self)
         if 0 < self.tile < 64:
-            raise ValueError(f"tile must be 0 (never tile) or at least 64 pixels; got {self.tile}")
+            raise SettingsError("tile", f"tile must be 0 (never tile) or at least 64 pixels; got {self.tile}")
         if self.tile and self.tile_overlap > self.tile // 2:
-            raise ValueError(f"tile_overlap must be between 0 and half of tile ({self.tile // 2}); "
-                             f"got {self.tile_overlap}")
+            raise SettingsError("tile_overlap", f"tile_overlap must be between 0 and half of tile "
+                                f"({self.tile // 2}); got {self.tile_overlap}")
 
 
 #: Named starting points for MapSettings (explicit settings override them):

@@ -71,7 +71,7 @@ def test_save_never_overwrites_an_input(tmp_path):
     (["enhance", "{tmp}/good.png", "-o", "{tmp}/good.png/sub"], "cannot create output folder"),
     (["score", "{tmp}/good.png", "--prior", "brisk"], "unknown prior"),
     (["enhance", "{tmp}/good.png", "-o", "{tmp}/out", "--adaptive-fidelity", "--adaptive-floor", "0"],
-     "adaptive_floor"),
+     "--adaptive-floor"),
 ])
 def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys, argv, expect):
     (tmp_path / "notes.png").write_text("hello")

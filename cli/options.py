@@ -1,0 +1,101 @@
+"""argparse options generated from the settings' metadata (:mod:`iqa_map.core.settings`), and read back.
+
+Every generated option defaults to "not given" (``argparse.SUPPRESS``), so the
+settings are the preset's with what the command line gives on top, and the
+library's defaults stay the only defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from ..core import settings as S
+
+
+def _kind(cls, f: dataclasses.Field):
+    """The Python type a field holds (``Optional[float]`` -> float)."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _help(opt: S.Option, default, preset_keys) -> str:
+    text = opt.help
+    if opt.choices and opt.open_choices:
+        text += f" (e.g. {', '.join(opt.choices)})"
+    if default is None:
+        text += f"; default: {opt.unset_help or 'none'}" if opt.unset_help else ""
+    elif isinstance(default, bool):
+        text += f" (default: {'on' if default else 'off'})"
+    else:
+        by_preset = ", or the preset's" if preset_keys else ""
+        text += f" (default {default}{by_preset})"
+    return text.replace("%", "%%")
+
+
+def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = True) -> None:
+    """Add one option per field of ``cls`` (:class:`~iqa_map.core.settings.MapSettings` or ``TileSettings``),
+    under argparse groups named as :data:`~iqa_map.core.settings.GROUPS`; ``groups`` restricts which."""
+    in_presets = {k for p_ in S.PRESETS.values() for k in p_}
+    sections = {}
+    for f, opt in S.options(cls):
+        flag = S.cli_flag(f, opt)
+        if flag is None or (groups is not None and opt.group not in groups):
+            continue
+        if opt.group not in sections:
+            sections[opt.group] = p.add_argument_group(S.GROUPS[opt.group])
+        kind = _kind(cls, f)
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(opt, f.default, f.name in in_presets))
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = kind
+            kw["metavar"] = opt.metavar
+            if opt.choices and not opt.open_choices and opt.metavar is None:
+                kw["choices"] = list(opt.choices)
+            if opt.cli_const is not None:
+                kw.update(nargs="?", const=opt.cli_const)
+        sections[opt.group].add_argument(flag, **kw)
+
+
+def given(args: argparse.Namespace, cls) -> dict:
+    """The fields of ``cls`` that the command line gave."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def flag_of(cls, field: str) -> str:
+    f = next(f for f in dataclasses.fields(cls) if f.name == field)
+    return S.cli_flag(f, f.metadata["option"]) or field
+
+
+def map_settings(args: argparse.Namespace) -> S.MapSettings:
+    """:class:`MapSettings` from ``--preset`` and the options given; ``--fidelity NAME:WEIGHT`` sets both."""
+    chosen = given(args, S.MapSettings)
+    fid = chosen.get("fidelity")
+    if fid and ":" in fid:
+        name, _, w = fid.rpartition(":")
+        try:
+            weight = float(w)
+        except ValueError:
+            raise ValueError(f"--fidelity {fid}: the weight after ':' must be a number") from None
+        if "fidelity_weight" in chosen and chosen["fidelity_weight"] != weight:
+            raise ValueError(f"--fidelity {fid} and --fidelity-weight {chosen['fidelity_weight']} disagree: give one")
+        chosen.update(fidelity=name, fidelity_weight=weight)
+    return _checked(S.MapSettings, lambda: S.preset(getattr(args, "preset", "default"), **chosen))
+
+
+def tile_settings(args: argparse.Namespace) -> S.TileSettings:
+    return _checked(S.TileSettings, lambda: S.TileSettings(**given(args, S.TileSettings)))
+
+
+def _checked(cls, make):
+    """Build and validate settings, naming a bad one by its flag."""
+    try:
+        record = make()
+        record.validate()
+    except S.SettingsError as e:
+        flag = flag_of(cls, e.field)
+        raise ValueError(str(e).replace(e.field, flag, 1)) from None
+    return record
