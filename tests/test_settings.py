@@ -1,0 +1,91 @@
+"""The settings metadata is the one source: the CLI options (and node inputs) come from it, validation reads it."""
+import dataclasses
+import typing
+
+import pytest
+
+from iqa_map.cli import options, parser
+from iqa_map.core import settings as S
+
+RECORDS = (S.MapSettings, S.TileSettings)
+FIELDS = [(cls, f, opt) for cls in RECORDS for f, opt in S.options(cls)]
+IDS = [f"{cls.__name__}.{f.name}" for cls, f, _ in FIELDS]
+
+
+def _enhance_actions():
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["enhance"]._actions}
+
+
+@pytest.mark.parametrize("cls,f,opt", FIELDS, ids=IDS)
+def test_every_field_is_on_the_command_line_or_says_why_not(cls, f, opt):
+    assert opt.group in S.GROUPS and opt.help
+    actions = _enhance_actions()
+    if opt.cli is None:
+        assert f.name not in actions and opt.why, f"{f.name} is library-only on the CLI: say why"
+        return
+    action = actions[f.name]
+    assert S.cli_flag(f, opt) in action.option_strings
+    if opt.choices and not opt.open_choices and opt.metavar is None:
+        assert list(action.choices) == list(opt.choices)
+    assert action.help and opt.help.split(";")[0][:30].replace("%", "%%") in action.help
+
+
+@pytest.mark.parametrize("cls,f,opt", FIELDS, ids=IDS)
+def test_defaults_and_choices_pass_their_own_validation(cls, f, opt):
+    record = cls()
+    record.validate()
+    if opt.choices:
+        assert f.default is None or f.default in opt.choices
+    hint = typing.get_type_hints(cls)[f.name]
+    if opt.unset is not None or f.default is None:
+        assert type(None) in typing.get_args(hint), f"{f.name} can be unset, so it is Optional"
+
+
+@pytest.mark.parametrize("cls,f,opt", [x for x in FIELDS if x[2].choices and not x[2].open_choices],
+                         ids=[i for i, x in zip(IDS, FIELDS) if x[2].choices and not x[2].open_choices])
+def test_a_value_outside_the_choices_is_refused_by_name(cls, f, opt):
+    with pytest.raises(S.SettingsError, match=f.name) as e:
+        cls(**{f.name: "no-such-choice"}).validate()
+    assert e.value.field == f.name
+
+
+@pytest.mark.parametrize("cls,f,opt", [x for x in FIELDS if x[2].range],
+                         ids=[i for i, x in zip(IDS, FIELDS) if x[2].range])
+def test_a_value_outside_the_range_is_refused_by_name(cls, f, opt):
+    lo, hi = opt.range
+    for bad in ([lo - 1] if lo is not None else []) + ([hi + 1] if hi is not None else []):
+        with pytest.raises(S.SettingsError, match=f.name):
+            cls(**{f.name: type(f.default or lo)(bad)}).validate()
+
+
+def test_presets_are_data_over_the_fields():
+    names = {f.name for f in dataclasses.fields(S.MapSettings)}
+    assert set(S.PRESETS) == set(S.PRESET_HELP) and S.PRESETS["default"] == {}
+    for name, values in S.PRESETS.items():
+        assert set(values) <= names
+        s = S.preset(name)
+        s.validate()
+        assert all(getattr(s, k) == v for k, v in values.items())
+
+
+def _settings(*argv):
+    args = parser().parse_args(["enhance", "x.png", "-o", "out", *argv])
+    return options.map_settings(args), options.tile_settings(args)
+
+
+def test_the_command_line_gives_the_library_defaults_unless_told_otherwise():
+    assert _settings() == (S.MapSettings(), S.TileSettings())
+    s, t = _settings("--preset", "fast", "--steps", "6", "--no-tied", "--fidelity", "mse:50", "--tile", "0")
+    assert s == S.preset("fast", steps=6, tied=False, fidelity="mse", fidelity_weight=50.0)
+    assert t == S.TileSettings(tile=0)
+    assert _settings("--adaptive-fidelity")[0].adaptive_fidelity == "cnniqa-builtin"
+    assert _settings("--adaptive-fidelity", "prior")[0].adaptive_fidelity == "prior"
+
+
+@pytest.mark.parametrize("argv,flag", [(["--patience", "0"], "--patience"), (["--strength", "2"], "--strength"),
+                                       (["--fidelity", "l7"], "--fidelity"), (["--tile", "32"], "--tile"),
+                                       (["--fidelity", "mse:5", "--fidelity-weight", "6"], "disagree")])
+def test_a_bad_setting_is_named_by_its_flag(argv, flag):
+    with pytest.raises(ValueError, match=flag):
+        _settings(*argv)
