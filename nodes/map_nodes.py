@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -249,7 +250,7 @@ def _check_size(shape) -> None:
 
 
 def _jsonable(obj):
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # the run's report is a Mapping (core.loop.Report), its parts dicts
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
