@@ -6,7 +6,8 @@ was cloned to); ``pip install -e .`` exposes the same folder as the library
 so ``import iqa_map.core`` works in any Python.
 """
 if __package__:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import DISPLAY_NAMES as NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import NODES as NODE_CLASS_MAPPINGS
 else:
     # Imported as a bare file, not as a package: pytest does this to the repository
     # root when the checkout's folder name is not an identifier. There is no pack

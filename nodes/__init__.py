@@ -8,25 +8,15 @@ from . import comfy
 from .map_nodes import DDIMInvert, Decode, LatentMAPAscent
 from .model_nodes import DenoiserAsDiffusionModel, LoadBuiltinPriorModel
 from .prior_nodes import FusePriors, IQAScore, LoadIQAPrior
-from .select_nodes import IQAQualityMap, IQASelect
 from .regional_nodes import IQARegionalPrompt
+from .select_nodes import IQAQualityMap, IQASelect
 from .sr_nodes import IQAFineTuneUpscaler
 
 comfy.register_model_folder()
 
-_NODES = {
-    "IQAMAP_LoadIQAPrior": (LoadIQAPrior, "Load IQA Prior"),
-    "IQAMAP_FusePriors": (FusePriors, "Fuse Priors"),
-    "IQAMAP_DDIMInvert": (DDIMInvert, "DDIM Invert"),
-    "IQAMAP_LatentMAPAscent": (LatentMAPAscent, "Latent MAP Ascent"),
-    "IQAMAP_Decode": (Decode, "Decode"),
-    "IQAMAP_IQAScore": (IQAScore, "IQA Score"),
-    "IQAMAP_IQASelect": (IQASelect, "IQA Select"),
-    "IQAMAP_IQAQualityMap": (IQAQualityMap, "IQA Quality Map"),
-    "IQAMAP_LoadBuiltinPriorModel": (LoadBuiltinPriorModel, "Load Built-in Prior Model"),
-    "IQAMAP_DenoiserAsDiffusionModel": (DenoiserAsDiffusionModel, "Denoiser as Diffusion Model"),
-    "IQAMAP_IQAFineTuneUpscaler": (IQAFineTuneUpscaler, "IQA Fine-tune Upscaler"),
-    "IQAMAP_IQARegionalPrompt": (IQARegionalPrompt, "IQA Regional Prompt"),
-}
-NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in _NODES.items()}
-NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in _NODES.items()}
+#: node id -> plain node class (menu order).
+NODES = {cls.SCHEMA.node_id: cls for cls in (
+    LoadIQAPrior, FusePriors, DDIMInvert, LatentMAPAscent, Decode, IQAScore, IQASelect, IQAQualityMap,
+    LoadBuiltinPriorModel, DenoiserAsDiffusionModel, IQAFineTuneUpscaler, IQARegionalPrompt)}
+#: node id -> the name the menu shows.
+DISPLAY_NAMES = {key: cls.SCHEMA.display_name for key, cls in NODES.items()}

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ..core.map import HACK_REFERENCES, MapSettings
+from ..core.objective import DEFAULT_WEIGHT
 from . import comfy
+from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
 
 SCHEDULER_DEFAULT = "ddim_uniform"
@@ -41,45 +43,43 @@ def _samples(latent) -> torch.Tensor:
     return z
 
 
-class DDIMInvert:
-    DESCRIPTION = ("Inverts a photo's latent into the diffusion model's noise space. EDICT (default) is exact: "
-                   "sampling the result back gives the photo again, so Latent MAP Ascent starts from the photo itself. "
-                   "DDIM is the classic approximate inversion, kept for comparison. Strength works like KSampler's "
-                   "denoise: how deep into the noise schedule to go.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (IQA_INVERSION,)
-    RETURN_NAMES = ("inversion",)
-    FUNCTION = "invert"
+#: DDIM Invert's inputs that mirror the library's inversion settings (MapSettings), in widget order.
+INVERSION_SETTINGS_INPUTS = [
+    Input("steps", "INT", "Sampler steps actually run (each costs two model evaluations with EDICT).",
+          default=MapSettings.steps, min=1, max=1000),
+    Input("strength", "FLOAT", "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the "
+          "photo closer; 1.0 inverts to pure noise.", default=1.0, min=0.01, max=1.0, step=0.01),
+    Input("mix", "FLOAT", "EDICT mixing coefficient p (the paper's 0.93).", default=0.93, min=0.5, max=0.999,
+          step=0.001),
+]
+
+
+class DDIMInvert(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_DDIMInvert", display_name="DDIM Invert", category=CATEGORY,
+        description=("Inverts a photo's latent into the diffusion model's noise space. EDICT (default) is exact: "
+                     "sampling the result back gives the photo again, so Latent MAP Ascent starts from the photo "
+                     "itself. DDIM is the classic approximate inversion, kept for comparison. Strength works like "
+                     "KSampler's denoise: how deep into the noise schedule to go."),
+        inputs=[
+            Input("model", "MODEL", "A checkpoint MODEL (SD1.x/2.x/XL, epsilon or v) or an IQA-MAP pixel MODEL."),
+            Input("latent", "LATENT", "The photo, encoded with the same model's VAE (VAE Encode)."),
+            Input("method", "COMBO", "edict: exact inversion (two coupled latents); ddim: approximate, for "
+                  "comparison.", options=["edict", "ddim"], default="edict"),
+            *INVERSION_SETTINGS_INPUTS,
+            Input("scheduler", "COMBO", "ComfyUI scheduler for checkpoint MODELs; IQA-MAP pixel MODELs use their "
+                  "own schedule.", options=_schedulers, default=SCHEDULER_DEFAULT),
+            Input("positive", "CONDITIONING", "Text conditioning (checkpoint MODELs need one; an empty prompt is "
+                  "fine). Kept for the ascent.", optional=True),
+            Input("negative", "CONDITIONING", "Negative conditioning, needed when cfg != 1.", optional=True),
+            Input("cfg", "FLOAT", "Classifier-free guidance scale; 1.0 (no guidance) inverts most exactly.",
+                  optional=True, default=1.0, min=0.0, max=30.0, step=0.1),
+        ],
+        outputs=[Output(IQA_INVERSION, "inversion")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "A checkpoint MODEL (SD1.x/2.x/XL, epsilon or v) or an IQA-MAP "
-                          "pixel MODEL."}),
-                "latent": ("LATENT", {"tooltip": "The photo, encoded with the same model's VAE (VAE Encode)."}),
-                "method": (["edict", "ddim"], {"default": "edict", "tooltip": "edict: exact inversion (two "
-                           "coupled latents); ddim: approximate, for comparison."}),
-                "steps": ("INT", {"default": MapSettings.steps, "min": 1, "max": 1000, "tooltip": "Sampler steps actually run "
-                          "(each costs two model evaluations with EDICT)."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip":
-                             "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the photo "
-                             "closer; 1.0 inverts to pure noise."}),
-                "mix": ("FLOAT", {"default": 0.93, "min": 0.5, "max": 0.999, "step": 0.001, "tooltip":
-                        "EDICT mixing coefficient p (the paper's 0.93)."}),
-                "scheduler": (_schedulers(), {"default": SCHEDULER_DEFAULT, "tooltip": "ComfyUI scheduler for "
-                              "checkpoint MODELs; IQA-MAP pixel MODELs use their own schedule."}),
-            },
-            "optional": {
-                "positive": ("CONDITIONING", {"tooltip": "Text conditioning (checkpoint MODELs need one; an empty "
-                             "prompt is fine). Kept for the ascent."}),
-                "negative": ("CONDITIONING", {"tooltip": "Negative conditioning, needed when cfg != 1."}),
-                "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
-                        "Classifier-free guidance scale; 1.0 (no guidance) inverts most exactly."}),
-            },
-        }
-
-    def invert(self, model, latent, method="edict", steps=10, strength=1.0, mix=0.93,
+    def execute(cls, model, latent, method="edict", steps=10, strength=1.0, mix=0.93,
                scheduler=SCHEDULER_DEFAULT, positive=None, negative=None, cfg=1.0):
         from ..core import map as M
         z = _samples(latent)
@@ -113,81 +113,76 @@ def _weight_map(mask, shape, device) -> torch.Tensor | None:
     return (1 - m).to(device)
 
 
-class LatentMAPAscent:
-    DESCRIPTION = ("Enhances the inverted photo: gradient ascent on the prior's score minus a fidelity penalty, "
-                   "with gradients through the exact EDICT sampler at constant memory. Returns the best iterate as "
-                   "LATENT and the per-iteration history (JSON). An optional monitor prior, never optimised, stops "
-                   "the run when the prior is being fooled (the hack guard).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT", "STRING")
-    RETURN_NAMES = ("latent", "history")
-    OUTPUT_TOOLTIPS = ("The enhanced latent (decode with Decode or VAE Decode).",
-                       "JSON report: settings, one entry per iteration, scores before/after, time, memory.")
-    FUNCTION = "ascend"
+#: Latent MAP Ascent's inputs that mirror the library's ascent settings (MapSettings), in widget order:
+#: the required ones, then the optional ones (they follow the optional sockets mask and monitor).
+MAP_SETTINGS_INPUTS = [
+    Input("fidelity", "COMBO", "Distance to the input that is penalised: nlpd (perceptual, as in the paper), mse, "
+          "ssim (1-SSIM) or none.", options=list(DEFAULT_WEIGHT), default="nlpd"),
+    Input("fidelity_weight", "FLOAT", "Lambda; -1 = the fidelity's default ("
+          + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT.items()) + "). Higher stays closer to the photo.",
+          default=-1.0, min=-1.0, max=1e6, step=0.5),
+    Input("iterations", "INT", "Gradient steps.", default=MapSettings.iterations, min=0, max=1000),
+    Input("learning_rate", "FLOAT", "0 = the optimiser's default (adam 0.003; momentum 2.0, the public recipe's). "
+          "Steps are taken in the unit-scale (variance-preserving) latent.", default=0.0, min=0.0, max=100.0,
+          step=0.0005),
+    Input("optimizer", "COMBO", "momentum: the public recipe's clipped momentum update (the default); adam.",
+          options=["momentum", "adam"], default="momentum"),
+    Input("seed", "INT", "Seeds the optional perturbation; the result is deterministic for a seed.", default=0,
+          min=0, max=0xFFFFFFFFFFFFFFFF),
+    Input("hack_margin", "FLOAT", "Monitor drop (calibrated points) that counts as fooling the prior.",
+          optional=True, default=10.0, min=0.0, max=100.0, step=0.5),
+    Input("on_hack", "COMBO", "stop: end the run and keep the best iterate before the hack; warn: note it in the "
+          "history and go on.", optional=True, options=["stop", "warn"], default="stop"),
+    Input("patience", "INT", "Stop after this many iterations without improvement (0 = never).", optional=True,
+          default=0, min=0, max=1000),
+    Input("perturb", "FLOAT", "Std of a seeded random perturbation added each step (DOODL uses 1e-4).",
+          optional=True, default=0.0, min=0.0, max=1.0, step=0.0001),
+    Input("adaptive_fidelity", "COMBO", "Quality-adaptive fidelity: weight the fidelity by this prior's quality "
+          "map of the photo ('prior' = the optimised prior), so good regions are held closer than damaged ones "
+          "(see adaptive_normalise). cnniqa-builtin draws the most accurate maps (README benchmark).",
+          optional=True, options=["off", "cnniqa-builtin", "piqe", "brisque", "niqe", "prior"], default="off"),
+    Input("adaptive_floor", "FLOAT", "Adaptive fidelity: weight of the worst region relative to the best "
+          "(> 0 with adaptive_normalise 'worst' or 'damaged').", optional=True, default=0.1, min=0.0, max=1.0,
+          step=0.01),
+    Input("adaptive_normalise", "COMBO", "Adaptive fidelity: 'worst' keeps fidelity_weight in the worst region "
+          "and holds better ones up to 1/floor times tighter (good regions stay as they are); 'damaged' keeps "
+          "fidelity_weight on every pixel the map classes as damaged (Otsu split), so the whole damaged region is "
+          "as free as without the map; 'mean' moves the same total fidelity from damaged to good regions (more "
+          "prior gain, damaged regions drift more).", optional=True, options=["worst", "damaged", "mean"],
+          default="worst"),
+    # New widgets go last: saved graphs list widget values by position.
+    Input("hack_reference", "COMBO", "Measure the monitor's drop from its best score so far (peak, default: "
+          "catches a judge that first rises, then falls) or from its score on the photo (start).", optional=True,
+          options=list(HACK_REFERENCES), default=HACK_REFERENCES[0]),
+]
+
+
+class LatentMAPAscent(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_LatentMAPAscent", display_name="Latent MAP Ascent", category=CATEGORY,
+        description=("Enhances the inverted photo: gradient ascent on the prior's score minus a fidelity penalty, "
+                     "with gradients through the exact EDICT sampler at constant memory. Returns the best iterate "
+                     "as LATENT and the per-iteration history (JSON). An optional monitor prior, never optimised, "
+                     "stops the run when the prior is being fooled (the hack guard)."),
+        inputs=[
+            Input("model", "MODEL", "The MODEL the inversion was made with."),
+            Input("vae", "VAE", "The VAE that encoded the photo (the pass-through VAE for pixel MODELs); decoding "
+                  "is differentiable."),
+            Input("prior", IQA_PRIOR, "What 'better' means: the NR-IQA prior to maximise."),
+            Input("inversion", IQA_INVERSION, "From DDIM Invert."),
+            Input("mask", "MASK", "Where the mask is 1 the image may change freely; where 0 it is held to the photo "
+                  "(as an inpainting mask; an IQA quality map plugs in directly).", optional=True),
+            Input("monitor", IQA_PRIOR, "A held-out prior, scored but never optimised: the hack guard fires when "
+                  "the prior rises while this one falls.", optional=True),
+            *MAP_SETTINGS_INPUTS,
+        ],
+        outputs=[Output("LATENT", "latent", "The enhanced latent (decode with Decode or VAE Decode)."),
+                 Output("STRING", "history", "JSON report: settings, one entry per iteration, scores before/after, "
+                        "time, memory.")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from ..core.objective import DEFAULT_WEIGHT
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "The MODEL the inversion was made with."}),
-                "vae": ("VAE", {"tooltip": "The VAE that encoded the photo (the pass-through VAE for pixel "
-                        "MODELs); decoding is differentiable."}),
-                "prior": (IQA_PRIOR, {"tooltip": "What 'better' means: the NR-IQA prior to maximise."}),
-                "inversion": (IQA_INVERSION, {"tooltip": "From DDIM Invert."}),
-                "fidelity": (list(DEFAULT_WEIGHT), {"default": "nlpd", "tooltip": "Distance to the input that is "
-                             "penalised: nlpd (perceptual, as in the paper), mse, ssim (1-SSIM) or none."}),
-                "fidelity_weight": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1e6, "step": 0.5, "tooltip":
-                                    "Lambda; -1 = the fidelity's default ("
-                                    + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT.items()) + "). Higher "
-                                    "stays closer to the photo."}),
-                "iterations": ("INT", {"default": MapSettings.iterations, "min": 0, "max": 1000,
-                                       "tooltip": "Gradient steps."}),
-                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.0005, "tooltip":
-                                  "0 = the optimiser's default (adam 0.003; momentum 2.0, the public recipe's). Steps "
-                                  "are taken in the unit-scale (variance-preserving) latent."}),
-                "optimizer": (["momentum", "adam"], {"default": "momentum", "tooltip": "momentum: the public "
-                              "recipe's clipped momentum update (the default); adam."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seeds the optional "
-                         "perturbation; the result is deterministic for a seed."}),
-            },
-            "optional": {
-                "mask": ("MASK", {"tooltip": "Where the mask is 1 the image may change freely; where 0 it is held "
-                         "to the photo (as an inpainting mask; an IQA quality map plugs in directly)."}),
-                "monitor": (IQA_PRIOR, {"tooltip": "A held-out prior, scored but never optimised: the hack guard "
-                            "fires when the prior rises while this one falls."}),
-                "hack_margin": ("FLOAT", {"default": 10.0, "min": 0.0, "max": 100.0, "step": 0.5, "tooltip":
-                                "Monitor drop (calibrated points) that counts as fooling the prior."}),
-                "on_hack": (["stop", "warn"], {"default": "stop", "tooltip": "stop: end the run and keep the best "
-                            "iterate before the hack; warn: note it in the history and go on."}),
-                "patience": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Stop after this many "
-                             "iterations without improvement (0 = never)."}),
-                "perturb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip":
-                            "Std of a seeded random perturbation added each step (DOODL uses 1e-4)."}),
-                "adaptive_fidelity": (["off", "cnniqa-builtin", "piqe", "brisque", "niqe", "prior"],
-                                      {"default": "off", "tooltip":
-                                       "Quality-adaptive fidelity: weight the fidelity by this prior's quality map "
-                                       "of the photo ('prior' = the optimised prior), so good regions are held "
-                                       "closer than damaged ones (see adaptive_normalise). "
-                                       "cnniqa-builtin draws the most accurate maps (README benchmark)."}),
-                "adaptive_floor": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                                   "Adaptive fidelity: weight of the worst region relative to the best "
-                                   "(> 0 with adaptive_normalise 'worst' or 'damaged')."}),
-                "adaptive_normalise": (["worst", "damaged", "mean"], {"default": "worst", "tooltip":
-                                       "Adaptive fidelity: 'worst' keeps fidelity_weight in the worst region and "
-                                       "holds better ones up to 1/floor times tighter (good regions stay as they "
-                                       "are); 'damaged' keeps fidelity_weight on every pixel the map classes as "
-                                       "damaged (Otsu split), so the whole damaged region is as free as without "
-                                       "the map; 'mean' moves the same total fidelity from damaged to good regions "
-                                       "(more prior gain, damaged regions drift more)."}),
-                # New widgets go last: saved graphs list widget values by position.
-                "hack_reference": (list(HACK_REFERENCES), {"default": HACK_REFERENCES[0], "tooltip": "Measure the monitor's drop "
-                                   "from its best score so far (peak, default: catches a judge that first rises, "
-                                   "then falls) or from its score on the photo (start)."}),
-            },
-        }
-
-    def ascend(self, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0,
+    def execute(cls, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0,
                iterations=MapSettings.iterations, learning_rate=0.0, optimizer="momentum", seed=0, mask=None,
                monitor=None, hack_margin=10.0, on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off",
                adaptive_floor=0.1, adaptive_normalise="worst", hack_reference=MapSettings.hack_reference):
@@ -263,23 +258,22 @@ def _jsonable(obj):
     return str(obj)
 
 
-class Decode:
-    DESCRIPTION = ("Decodes a LATENT to IMAGE with the same differentiable path the ascent scores (tiled when "
-                   "large), in VAE Decode's conventions; also decodes pixel LATENTs of the pass-through VAE.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "decode"
+class Decode(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_Decode", display_name="Decode", category=CATEGORY,
+        description=("Decodes a LATENT to IMAGE with the same differentiable path the ascent scores (tiled when "
+                     "large), in VAE Decode's conventions; also decodes pixel LATENTs of the pass-through VAE."),
+        inputs=[
+            Input("samples", "LATENT", "From Latent MAP Ascent (or any latent of this VAE)."),
+            Input("vae", "VAE", "The VAE the latent belongs to."),
+            Input("tile_size", "INT", "Decode in overlapping tiles when the image is larger than this (pixels); "
+                  "0 = never tile.", default=1024, min=0, max=8192, step=64),
+        ],
+        outputs=[Output("IMAGE")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "samples": ("LATENT", {"tooltip": "From Latent MAP Ascent (or any latent of this VAE)."}),
-            "vae": ("VAE", {"tooltip": "The VAE the latent belongs to."}),
-            "tile_size": ("INT", {"default": 1024, "min": 0, "max": 8192, "step": 64, "tooltip": "Decode in "
-                          "overlapping tiles when the image is larger than this (pixels); 0 = never tile."}),
-        }}
-
-    def decode(self, samples, vae, tile_size=1024):
+    def execute(cls, samples, vae, tile_size=1024):
         z = _samples(samples)
         if isinstance(vae, PassthroughVAE):
             return (vae.decode(z),)

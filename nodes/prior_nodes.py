@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core.priors import FUSION_MODES
 from . import comfy
+from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
 
 DEVICES = ["auto", "cpu", "gpu"]
@@ -29,37 +31,31 @@ def _device(choice: str) -> torch.device:
     return comfy.default_device() if choice == "auto" else torch.device("cuda")
 
 
-class LoadIQAPrior:
-    DESCRIPTION = ("Loads a no-reference image-quality model as a differentiable prior (higher = better). "
-                   "The built-ins (NIQE, BRISQUE, PIQE, the learned CNNIQA-builtin, and 'builtin' = NIQE+BRISQUE) "
-                   "need no download; pyiqa "
-                   "models read their weights from models/iqa (see the README for offline placement).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (IQA_PRIOR,)
-    RETURN_NAMES = ("prior",)
-    FUNCTION = "load"
+class LoadIQAPrior(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_LoadIQAPrior", display_name="Load IQA Prior", category=CATEGORY,
+        description=("Loads a no-reference image-quality model as a differentiable prior (higher = better). "
+                     "The built-ins (NIQE, BRISQUE, PIQE, the learned CNNIQA-builtin, and 'builtin' = NIQE+BRISQUE) "
+                     "need no download; pyiqa "
+                     "models read their weights from models/iqa (see the README for offline placement)."),
+        inputs=[
+            Input("name", "COMBO", "NR-IQA model. 'builtin' fuses NIQE and BRISQUE and runs anywhere; other names "
+                  "are pyiqa metrics (weights in models/iqa).", options=prior_names, default="builtin"),
+            Input("calibration", "COMBO", "'default' maps the score to 0-100 (100 = best) with shipped or "
+                  "models/iqa/iqa_map_calibration.json constants, so fidelity weights and fusion mean the same for "
+                  "every prior; 'none' uses the model's native score.", options=["default", "none"],
+                  default="default"),
+            Input("device", "COMBO", "Where the IQA model runs; 'auto' follows ComfyUI's device.", options=DEVICES,
+                  default="auto"),
+            Input("weights_file", "COMBO", "A local network in models/iqa to use instead of a named model "
+                  "(safetensors CNNIQA weights, 'cnniqa' architecture).", optional=True,
+                  options=lambda: ["none", *comfy.iqa_files()], default="none"),
+        ],
+        outputs=[Output(IQA_PRIOR, "prior")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "name": (prior_names(), {"default": "builtin", "tooltip": "NR-IQA model. 'builtin' fuses NIQE and "
-                         "BRISQUE and runs anywhere; other names are pyiqa metrics (weights in models/iqa)."}),
-                "calibration": (["default", "none"], {"default": "default", "tooltip": "'default' maps the score to "
-                                "0-100 (100 = best) with shipped or models/iqa/iqa_map_calibration.json constants, "
-                                "so fidelity weights and fusion mean the same for every prior; 'none' uses the "
-                                "model's native score."}),
-                "device": (DEVICES, {"default": "auto", "tooltip": "Where the IQA model runs; 'auto' follows "
-                           "ComfyUI's device."}),
-            },
-            "optional": {
-                "weights_file": (["none", *comfy.iqa_files()], {"default": "none", "tooltip": "A local network in "
-                                 "models/iqa to use instead of a named model (safetensors CNNIQA weights, "
-                                 "'cnniqa' architecture)."}),
-            },
-        }
-
-    def load(self, name, calibration="default", device="auto", weights_file="none"):
+    def execute(cls, name, calibration="default", device="auto", weights_file="none"):
         from ..core import priors
         dev = _device(device)
         folder = comfy.iqa_folder()
@@ -87,36 +83,34 @@ def _drop_calibration(prior) -> None:
     prior.calibration = None
 
 
-class FusePriors:
-    DESCRIPTION = ("Combines two to four priors into one: a weighted mean, geometric mean or soft minimum of their "
-                   "calibrated 0-100 scores, optionally averaged over scales. The soft minimum makes it hard to fool "
-                   "one metric at the expense of another.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (IQA_PRIOR,)
-    RETURN_NAMES = ("prior",)
-    FUNCTION = "fuse"
+def _member(k: int, optional: bool = False) -> list[Input]:
+    return [Input(f"prior_{k}", IQA_PRIOR, "A prior with calibration 'default'.", optional=optional),
+            Input(f"weight_{k}", "FLOAT", "Relative weight of this prior (weights are normalised; 0 drops it).",
+                  optional=optional, default=1.0, min=0.0, max=100.0, step=0.05)]
+
+
+class FusePriors(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_FusePriors", display_name="Fuse Priors", category=CATEGORY,
+        description=("Combines two to four priors into one: a weighted mean, geometric mean or soft minimum of "
+                     "their calibrated 0-100 scores, optionally averaged over scales. The soft minimum makes it hard "
+                     "to fool one metric at the expense of another."),
+        inputs=[
+            *_member(1), *_member(2),
+            Input("mode", "COMBO", "mean: weighted mean; geometric: weighted geometric mean; softmin: smooth "
+                  "minimum, the gradient goes to the worst metric.", options=list(FUSION_MODES), default="mean"),
+            Input("temperature", "FLOAT", "softmin only: smaller is closer to the minimum, larger to the mean "
+                  "(0-100 scale).", default=10.0, min=0.1, max=100.0, step=0.1),
+            Input("multiscale", "BOOLEAN", "Also score at 0.75x and average, so the result cannot be tuned to one "
+                  "scale.", default=False),
+            *_member(3, optional=True), *_member(4, optional=True),
+        ],
+        outputs=[Output(IQA_PRIOR, "prior")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from ..core.priors import FUSION_MODES
-        w = lambda d: ("FLOAT", {"default": d, "min": 0.0, "max": 100.0, "step": 0.05,  # noqa: E731
-                                 "tooltip": "Relative weight of this prior (weights are normalised; 0 drops it)."})
-        p = lambda: (IQA_PRIOR, {"tooltip": "A prior with calibration 'default'."})  # noqa: E731
-        return {
-            "required": {
-                "prior_1": p(), "weight_1": w(1.0), "prior_2": p(), "weight_2": w(1.0),
-                "mode": (list(FUSION_MODES), {"default": "mean", "tooltip": "mean: weighted mean; geometric: "
-                         "weighted geometric mean; softmin: smooth minimum, the gradient goes to the worst metric."}),
-                "temperature": ("FLOAT", {"default": 10.0, "min": 0.1, "max": 100.0, "step": 0.1, "tooltip":
-                                "softmin only: smaller is closer to the minimum, larger to the mean (0-100 scale)."}),
-                "multiscale": ("BOOLEAN", {"default": False, "tooltip": "Also score at 0.75x and average, so "
-                               "the result cannot be tuned to one scale."}),
-            },
-            "optional": {"prior_3": p(), "weight_3": w(1.0), "prior_4": p(), "weight_4": w(1.0)},
-        }
-
-    def fuse(self, prior_1, weight_1, prior_2, weight_2, mode="mean", temperature=10.0, multiscale=False,
-             prior_3=None, weight_3=1.0, prior_4=None, weight_4=1.0):
+    def execute(cls, prior_1, weight_1, prior_2, weight_2, mode="mean", temperature=10.0, multiscale=False,
+                prior_3=None, weight_3=1.0, prior_4=None, weight_4=1.0):
         from ..core.priors import MultiScalePrior, fuse
         members = [(p, w) for p, w in ((prior_1, weight_1), (prior_2, weight_2), (prior_3, weight_3),
                                         (prior_4, weight_4)) if p is not None]
@@ -129,24 +123,20 @@ class FusePriors:
         return (MultiScalePrior(fused, name=f"ms-{name}") if multiscale else fused,)
 
 
-class IQAScore:
-    DESCRIPTION = "Scores images with a prior and shows the score on the node (native score, and 0-100 if calibrated)."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("FLOAT", "STRING")
-    RETURN_NAMES = ("score", "text")
-    OUTPUT_TOOLTIPS = ("Mean native score over the batch (the metric's own scale and direction).",
-                       "One line per image.")
-    FUNCTION = "score"
-    OUTPUT_NODE = True
+class IQAScore(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_IQAScore", display_name="IQA Score", category=CATEGORY,
+        description="Scores images with a prior and shows the score on the node (native score, and 0-100 if "
+                    "calibrated).",
+        inputs=[Input("image", "IMAGE", "Images to score (a batch gives one line each)."),
+                Input("prior", IQA_PRIOR, "The NR-IQA model that scores.")],
+        outputs=[Output("FLOAT", "score", "Mean native score over the batch (the metric's own scale and direction)."),
+                 Output("STRING", "text", "One line per image.")],
+        is_output_node=True,
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "Images to score (a batch gives one line each)."}),
-            "prior": (IQA_PRIOR, {"tooltip": "The NR-IQA model that scores."}),
-        }}
-
-    def score(self, image, prior):
+    def execute(cls, image, prior):
         from ..core.map import comparable_score
         img = image[..., :3].movedim(-1, 1).float()
         with torch.no_grad():

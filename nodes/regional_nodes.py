@@ -5,6 +5,8 @@ import json
 
 import torch
 
+from ..core import regions as R
+from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
 
 
@@ -35,73 +37,62 @@ def _masked(cond: list, mask: torch.Tensor) -> list:
     return [[c, {**d, "mask": mask, "set_area_to_bounds": False, "mask_strength": 1.0}] for c, d in cond]
 
 
-class IQARegionalPrompt:
-    DESCRIPTION = ("AdaQual-Diff's quality-adaptive conditioning: the photo's quality map (from a prior, or a MASK "
-                   "from IQA Quality Map) is split into regions; each gets the global prompt plus phrases from the "
-                   "high- or low-quality pool (threshold tau), more of them the worse the region (C_min..C_max), "
-                   "as a masked conditioning entry beside the global one. Also a per-region strength MASK (worse = "
-                   "stronger) for Differential Diffusion, a preview of the regions and their listing.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("CONDITIONING", "MASK", "IMAGE", "STRING")
-    RETURN_NAMES = ("conditioning", "strength", "regions", "listing")
-    OUTPUT_TOOLTIPS = ("The global entry plus one masked entry per region (KSampler, Differential Diffusion, DDIM "
-                       "Invert and Latent MAP Ascent take it as 'positive').",
-                       "Per-region restoration strength in [0, 1] (1 = change most), feathered: the denoise mask "
-                       "for Differential Diffusion (Set Latent Noise Mask).",
-                       "The regions coloured by quality (blue = best, red = worst), numbered.",
-                       "JSON: each region's area, quality, pool, C_p, strength and prompt.")
-    FUNCTION = "regional"
-    OUTPUT_NODE = True
+class IQARegionalPrompt(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_IQARegionalPrompt", display_name="IQA Regional Prompt", category=CATEGORY,
+        description=("AdaQual-Diff's quality-adaptive conditioning: the photo's quality map (from a prior, or a "
+                     "MASK from IQA Quality Map) is split into regions; each gets the global prompt plus phrases "
+                     "from the high- or low-quality pool (threshold tau), more of them the worse the region "
+                     "(C_min..C_max), as a masked conditioning entry beside the global one. Also a per-region "
+                     "strength MASK (worse = stronger) for Differential Diffusion, a preview of the regions and "
+                     "their listing."),
+        inputs=[
+            Input("clip", "CLIP", "The checkpoint's text encoder."),
+            Input("image", "IMAGE", "The photo to restore (its size is the masks' size)."),
+            Input("global_prompt", "STRING", "What the photo shows; every region's prompt starts with it.",
+                  multiline=True, default="a photo"),
+            Input("high_pool", "STRING", "Phrases for regions above tau, one per line, most relevant first.",
+                  multiline=True, default="\n".join(R.HIGH_POOL)),
+            Input("low_pool", "STRING", "Phrases for damaged regions (quality <= tau), one per line.",
+                  multiline=True, default="\n".join(R.LOW_POOL)),
+            Input("tau", "FLOAT", "Quality (0-100) above which a region takes the high-quality pool (AdaQual's 3.0 "
+                  "of 1..5).", default=50.0, min=0.0, max=100.0, step=0.5),
+            Input("c_min", "INT", "Phrases for a region of quality 100.", default=1, min=0, max=32),
+            Input("c_max", "INT", "Phrases for a region of quality 0.", default=4, min=0, max=32),
+            Input("min_area", "FLOAT", "Smallest region as a fraction of the image; smaller pieces join a "
+                  "neighbour.", default=0.05, min=0.0, max=0.9, step=0.01),
+            Input("method", "COMBO", "otsu: good against damaged; quantiles: 'levels' quality bands of equal area.",
+                  options=list(R.METHODS), default="otsu"),
+            Input("levels", "INT", "quantiles only: bands.", default=3, min=2, max=8),
+            Input("prior", IQA_PRIOR, "Draws the quality map (calibrated 0-100); or connect quality_map.",
+                  optional=True),
+            Input("quality_map", "MASK", "A quality map as IQA Quality Map gives it (1 = worst); used instead of "
+                  "the prior.", optional=True),
+            Input("window", "INT", "prior only: window of the map.", optional=True, default=64, min=16, max=1024,
+                  step=8),
+            Input("stride", "INT", "prior only: step between windows.", optional=True, default=16, min=1, max=512),
+            Input("feather", "FLOAT", "Blur of the strength mask across region borders, pixels.", optional=True,
+                  default=8.0, min=0.0, max=256.0, step=0.5),
+            Input("strength_min", "FLOAT", "Strength at quality 100.", optional=True, default=0.2, min=0.0, max=1.0,
+                  step=0.01),
+            Input("strength_max", "FLOAT", "Strength at quality 0.", optional=True, default=1.0, min=0.0, max=1.0,
+                  step=0.01),
+        ],
+        outputs=[
+            Output("CONDITIONING", "conditioning", "The global entry plus one masked entry per region (KSampler, "
+                   "Differential Diffusion, DDIM Invert and Latent MAP Ascent take it as 'positive')."),
+            Output("MASK", "strength", "Per-region restoration strength in [0, 1] (1 = change most), feathered: the "
+                   "denoise mask for Differential Diffusion (Set Latent Noise Mask)."),
+            Output("IMAGE", "regions", "The regions coloured by quality (blue = best, red = worst), numbered."),
+            Output("STRING", "listing", "JSON: each region's area, quality, pool, C_p, strength and prompt."),
+        ],
+        is_output_node=True,
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from ..core import regions as R
-
-        return {
-            "required": {
-                "clip": ("CLIP", {"tooltip": "The checkpoint's text encoder."}),
-                "image": ("IMAGE", {"tooltip": "The photo to restore (its size is the masks' size)."}),
-                "global_prompt": ("STRING", {"multiline": True, "default": "a photo", "tooltip": "What the photo "
-                                  "shows; every region's prompt starts with it."}),
-                "high_pool": ("STRING", {"multiline": True, "default": "\n".join(R.HIGH_POOL), "tooltip":
-                              "Phrases for regions above tau, one per line, most relevant first."}),
-                "low_pool": ("STRING", {"multiline": True, "default": "\n".join(R.LOW_POOL), "tooltip":
-                             "Phrases for damaged regions (quality <= tau), one per line."}),
-                "tau": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 100.0, "step": 0.5, "tooltip": "Quality "
-                        "(0-100) above which a region takes the high-quality pool (AdaQual's 3.0 of 1..5)."}),
-                "c_min": ("INT", {"default": 1, "min": 0, "max": 32, "tooltip": "Phrases for a region of quality "
-                          "100."}),
-                "c_max": ("INT", {"default": 4, "min": 0, "max": 32, "tooltip": "Phrases for a region of quality "
-                          "0."}),
-                "min_area": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 0.9, "step": 0.01, "tooltip":
-                             "Smallest region as a fraction of the image; smaller pieces join a neighbour."}),
-                "method": (list(R.METHODS), {"default": "otsu", "tooltip": "otsu: good against damaged; "
-                           "quantiles: 'levels' quality bands of equal area."}),
-                "levels": ("INT", {"default": 3, "min": 2, "max": 8, "tooltip": "quantiles only: bands."}),
-            },
-            "optional": {
-                "prior": (IQA_PRIOR, {"tooltip": "Draws the quality map (calibrated 0-100); or connect "
-                          "quality_map."}),
-                "quality_map": ("MASK", {"tooltip": "A quality map as IQA Quality Map gives it (1 = worst); used "
-                                "instead of the prior."}),
-                "window": ("INT", {"default": 64, "min": 16, "max": 1024, "step": 8, "tooltip": "prior only: "
-                           "window of the map."}),
-                "stride": ("INT", {"default": 16, "min": 1, "max": 512, "tooltip": "prior only: step between "
-                           "windows."}),
-                "feather": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 256.0, "step": 0.5, "tooltip":
-                            "Blur of the strength mask across region borders, pixels."}),
-                "strength_min": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                                 "Strength at quality 100."}),
-                "strength_max": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                                 "Strength at quality 0."}),
-            },
-        }
-
-    def regional(self, clip, image, global_prompt="a photo", high_pool="", low_pool="", tau=50.0, c_min=1, c_max=4,
-                 min_area=0.05, method="otsu", levels=3, prior=None, quality_map=None, window=64, stride=16,
-                 feather=8.0, strength_min=0.2, strength_max=1.0):
-        from ..core import regions as R
-
+    def execute(cls, clip, image, global_prompt="a photo", high_pool="", low_pool="", tau=50.0, c_min=1, c_max=4,
+                min_area=0.05, method="otsu", levels=3, prior=None, quality_map=None, window=64, stride=16,
+                feather=8.0, strength_min=0.2, strength_max=1.0):
         img = image[:1, ..., :3].movedim(-1, 1).float()
         h, w = img.shape[-2:]
         highs, lows = R.parse_pool(high_pool), R.parse_pool(low_pool)
@@ -111,7 +102,7 @@ class IQARegionalPrompt:
         if c_min > c_max:
             raise ValueError(f"IQA Regional Prompt: c_min ({c_min}) must not exceed c_max ({c_max})")
         with torch.inference_mode(False):
-            quality, source = self._quality(img, prior, quality_map, window, stride)
+            quality, source = cls._quality(img, prior, quality_map, window, stride)
             try:
                 part = R.plan(quality, global_prompt, highs, lows, tau=tau, c_min=c_min, c_max=c_max,
                               min_area=min_area, method=method, levels=levels, strength_min=strength_min,

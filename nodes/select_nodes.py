@@ -5,6 +5,7 @@ import json
 
 import torch
 
+from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
 
 
@@ -12,42 +13,36 @@ def _bchw(image: torch.Tensor) -> torch.Tensor:
     return image[..., :3].movedim(-1, 1).float()
 
 
-class IQASelect:
-    DESCRIPTION = ("Picks among candidate results of the same photo (seeds, upscalers, restorers) by a prior: the "
-                   "best (argmax), one drawn with probability softmax(score / temperature), or the best candidate "
-                   "per tile, blended across tile borders without seams. Connect batches or single images; they "
-                   "must have the same size.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "INT", "STRING")
-    RETURN_NAMES = ("image", "index", "ranking")
-    OUTPUT_TOOLTIPS = ("The selected candidate (or the tile blend).",
-                       "Index of the selected candidate in the joined batch (-1 for tiles).",
-                       "JSON: scores, ranking, probabilities (and the tile choices).")
-    FUNCTION = "select"
-    OUTPUT_NODE = True
+class IQASelect(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_IQASelect", display_name="IQA Select", category=CATEGORY,
+        description=("Picks among candidate results of the same photo (seeds, upscalers, restorers) by a prior: "
+                     "the best (argmax), one drawn with probability softmax(score / temperature), or the best "
+                     "candidate per tile, blended across tile borders without seams. Connect batches or single "
+                     "images; they must have the same size."),
+        inputs=[
+            Input("images", "IMAGE", "Candidates (a batch, or the first of several inputs)."),
+            Input("prior", IQA_PRIOR, "The NR-IQA model that judges."),
+            Input("mode", "COMBO", "argmax: the best; softmax: a seeded draw weighted by score; tiles: the best "
+                  "candidate per tile, blended.", options=["argmax", "softmax", "tiles"], default="argmax"),
+            Input("temperature", "FLOAT", "softmax only, in calibrated points: near 0 = argmax, large = uniform.",
+                  default=5.0, min=0.01, max=1000.0, step=0.01),
+            Input("seed", "INT", "softmax draw seed.", default=0, min=0, max=0xFFFFFFFFFFFFFFFF),
+            Input("tile", "INT", "tiles only: tile size in pixels.", default=128, min=32, max=4096, step=8),
+            Input("overlap", "INT", "tiles only: overlap over which neighbouring tiles are blended.", default=32,
+                  min=0, max=2048, step=8),
+            *(Input(f"images_{k}", "IMAGE", "More candidates, joined to the batch.", optional=True)
+              for k in (2, 3, 4)),
+        ],
+        outputs=[Output("IMAGE", "image", "The selected candidate (or the tile blend)."),
+                 Output("INT", "index", "Index of the selected candidate in the joined batch (-1 for tiles)."),
+                 Output("STRING", "ranking", "JSON: scores, ranking, probabilities (and the tile choices).")],
+        is_output_node=True,
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        img = lambda t: ("IMAGE", {"tooltip": t})  # noqa: E731
-        return {
-            "required": {
-                "images": img("Candidates (a batch, or the first of several inputs)."),
-                "prior": (IQA_PRIOR, {"tooltip": "The NR-IQA model that judges."}),
-                "mode": (["argmax", "softmax", "tiles"], {"default": "argmax", "tooltip": "argmax: the best; "
-                         "softmax: a seeded draw weighted by score; tiles: the best candidate per tile, blended."}),
-                "temperature": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 1000.0, "step": 0.01, "tooltip":
-                                "softmax only, in calibrated points: near 0 = argmax, large = uniform."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "softmax draw seed."}),
-                "tile": ("INT", {"default": 128, "min": 32, "max": 4096, "step": 8, "tooltip": "tiles only: tile "
-                         "size in pixels."}),
-                "overlap": ("INT", {"default": 32, "min": 0, "max": 2048, "step": 8, "tooltip": "tiles only: "
-                            "overlap over which neighbouring tiles are blended."}),
-            },
-            "optional": {f"images_{k}": img("More candidates, joined to the batch.") for k in (2, 3, 4)},
-        }
-
-    def select(self, images, prior, mode="argmax", temperature=5.0, seed=0, tile=128, overlap=32, images_2=None,
-               images_3=None, images_4=None):
+    def execute(cls, images, prior, mode="argmax", temperature=5.0, seed=0, tile=128, overlap=32, images_2=None,
+                images_3=None, images_4=None):
         from ..core import select as S
         parts = [x for x in (images, images_2, images_3, images_4) if x is not None]
         cands = [c for x in parts for c in _bchw(x)]
@@ -73,31 +68,28 @@ class IQASelect:
         return {"ui": {"text": [text]}, "result": (out.movedim(1, -1).cpu(), index, json.dumps(info))}
 
 
-class IQAQualityMap:
-    DESCRIPTION = ("Where is the photo damaged? Scores a prior over sliding windows and averages the overlaps to "
-                   "full resolution: a MASK (1 = worst by default, ready for Latent MAP Ascent's mask or any "
-                   "inpainting node) and a colour heatmap with a legend (blue = best, red = worst).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MASK", "IMAGE", "STRING")
-    RETURN_NAMES = ("mask", "heatmap", "summary")
-    FUNCTION = "map"
+class IQAQualityMap(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_IQAQualityMap", display_name="IQA Quality Map", category=CATEGORY,
+        description=("Where is the photo damaged? Scores a prior over sliding windows and averages the overlaps "
+                     "to full resolution: a MASK (1 = worst by default, ready for Latent MAP Ascent's mask or any "
+                     "inpainting node) and a colour heatmap with a legend (blue = best, red = worst)."),
+        inputs=[
+            Input("image", "IMAGE", "The photo."),
+            Input("prior", IQA_PRIOR, "The NR-IQA model mapped; PIQE separates damaged regions best in the "
+                  "benchmark (README)."),
+            Input("window", "INT", "Window side in pixels (priors with a larger minimum size upsample smaller "
+                  "windows).", default=48, min=16, max=1024, step=8),
+            Input("stride", "INT", "Step between windows; smaller is finer and slower.", default=8, min=1, max=512),
+            Input("normalise", "COMBO", "minmax: stretch each map to 0..1; absolute: 1 - calibrated score / 100 "
+                  "(comparable across photos).", options=["minmax", "absolute"], default="minmax"),
+            Input("invert", "BOOLEAN", "Output 1 = best instead of 1 = worst.", default=False),
+        ],
+        outputs=[Output("MASK", "mask"), Output("IMAGE", "heatmap"), Output("STRING", "summary")],
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "The photo."}),
-            "prior": (IQA_PRIOR, {"tooltip": "The NR-IQA model mapped; PIQE separates damaged regions best in "
-                      "the benchmark (README)."}),
-            "window": ("INT", {"default": 48, "min": 16, "max": 1024, "step": 8, "tooltip": "Window side in "
-                       "pixels (priors with a larger minimum size upsample smaller windows)."}),
-            "stride": ("INT", {"default": 8, "min": 1, "max": 512, "tooltip": "Step between windows; smaller is "
-                       "finer and slower."}),
-            "normalise": (["minmax", "absolute"], {"default": "minmax", "tooltip": "minmax: stretch each map to "
-                          "0..1; absolute: 1 - calibrated score / 100 (comparable across photos)."}),
-            "invert": ("BOOLEAN", {"default": False, "tooltip": "Output 1 = best instead of 1 = worst."}),
-        }}
-
-    def map(self, image, prior, window=48, stride=8, normalise="minmax", invert=False):
+    def execute(cls, image, prior, window=48, stride=8, normalise="minmax", invert=False):
         from ..core.qmap import heatmap, quality_map
         img = _bchw(image)
         with torch.inference_mode(False):

@@ -7,71 +7,60 @@ import os
 
 import torch
 
+from ..core.sr import SELECTIONS, SRSettings
+from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
 
 log = logging.getLogger("iqa_map")
+_D = SRSettings()  # the library's defaults are the node's
 
 
-def _settings_defaults():
-    from ..core.sr import SRSettings
-    return SRSettings()
-
-
-class IQAFineTuneUpscaler:
-    DESCRIPTION = ("Fine-tunes an upscaler (from Load Upscale Model) on your HR photos with L1 minus an NR-IQA "
-                   "prior's score: LoRA adapters train (which limits metric hacking) and are merged, so the output "
-                   "is the same architecture and scale, ready for Upscale Image (using Model). Inputs are the "
-                   "photos downscaled by the model's scale; the target is the photo itself or, with a selection "
-                   "other than 'orig', one of its candidates (sharpened versions and/or the 'candidates' batch) "
-                   "chosen by the prior. The base model is never changed. Optionally saved into "
-                   "models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score, and look at "
-                   "the output: if it grows a regular grid texture, lower iqa_weight (docs/sr.md).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("UPSCALE_MODEL", "STRING")
-    RETURN_NAMES = ("upscale_model", "report")
-    OUTPUT_TOOLTIPS = ("The fine-tuned upscaler (LoRA merged): the base's architecture and scale.",
-                       "JSON: settings, losses and Q per step, where it was saved.")
-    FUNCTION = "finetune"
-    OUTPUT_NODE = True
+class IQAFineTuneUpscaler(Node):
+    SCHEMA = Schema(
+        node_id="IQAMAP_IQAFineTuneUpscaler", display_name="IQA Fine-tune Upscaler", category=CATEGORY,
+        description=("Fine-tunes an upscaler (from Load Upscale Model) on your HR photos with L1 minus an NR-IQA "
+                     "prior's score: LoRA adapters train (which limits metric hacking) and are merged, so the "
+                     "output is the same architecture and scale, ready for Upscale Image (using Model). Inputs are "
+                     "the photos downscaled by the model's scale; the target is the photo itself or, with a "
+                     "selection other than 'orig', one of its candidates (sharpened versions and/or the "
+                     "'candidates' batch) chosen by the prior. The base model is never changed. Optionally saved "
+                     "into models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score, and "
+                     "look at the output: if it grows a regular grid texture, lower iqa_weight (docs/sr.md)."),
+        inputs=[
+            Input("upscale_model", "UPSCALE_MODEL", "The base upscaler (Load Upscale Model)."),
+            Input("images", "IMAGE", "HR training photos (a batch; at least one LR crop times the scale a side). "
+                  "Load Image, or a batch of them."),
+            Input("prior", IQA_PRIOR, "The Q in L1 - weight x Q (Load IQA Prior or Fuse Priors)."),
+            Input("steps", "INT", "Adam steps.", default=_D.steps, min=1, max=100000),
+            Input("rank", "INT", "LoRA rank (3: the adapters stay under a tenth of a small upscaler).",
+                  default=_D.rank, min=1, max=256),
+            Input("iqa_weight", "FLOAT", "lQ per calibrated point of Q; 0 = L1 only (the control).",
+                  default=_D.iqa_weight, min=0.0, max=1.0, step=0.0001),
+            Input("selection", "COMBO", "Training target: orig (the photo), random, sma (softmax of Q/T over the "
+                  "candidates), smp (over those scoring at least the photo), amo (the best candidate per crop).",
+                  options=list(SELECTIONS), default=_D.selection),
+            Input("seed", "INT", "Crops, flips and the adapters' initialisation.", default=_D.seed, min=0,
+                  max=0xFFFFFFFFFFFFFFFF),
+            Input("candidates", "IMAGE", "Candidate targets: renderings of the photos (same sizes), in the photos' "
+                  "order, repeated (candidate i belongs to photo i mod N).", optional=True),
+            Input("sharpened_candidates", "BOOLEAN", "Add the photos unsharp-masked at three strengths as "
+                  "candidates (used when selection is not orig).", optional=True, default=True),
+            Input("crop", "INT", "LR crop side in pixels.", optional=True, default=_D.crop, min=8, max=1024),
+            Input("batch", "INT", "Crops per step.", optional=True, default=_D.batch, min=1, max=64),
+            Input("learning_rate", "FLOAT", "Adam learning rate.", optional=True, default=_D.lr, min=1e-6, max=1.0,
+                  step=1e-5),
+            Input("save_name", "STRING", "If set, save the tuned model as models/upscale_models/<name>.safetensors "
+                  "(and its LoRA beside it); never overwrites.", optional=True, default=""),
+        ],
+        outputs=[Output("UPSCALE_MODEL", "upscale_model", "The fine-tuned upscaler (LoRA merged): the base's "
+                        "architecture and scale."),
+                 Output("STRING", "report", "JSON: settings, losses and Q per step, where it was saved.")],
+        is_output_node=True,
+    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        from ..core.sr import SELECTIONS
-
-        d = _settings_defaults()
-        return {
-            "required": {
-                "upscale_model": ("UPSCALE_MODEL", {"tooltip": "The base upscaler (Load Upscale Model)."}),
-                "images": ("IMAGE", {"tooltip": "HR training photos (a batch; at least one LR crop times the "
-                                     "scale a side). Load Image, or a batch of them."}),
-                "prior": (IQA_PRIOR, {"tooltip": "The Q in L1 - weight x Q (Load IQA Prior or Fuse Priors)."}),
-                "steps": ("INT", {"default": d.steps, "min": 1, "max": 100000, "tooltip": "Adam steps."}),
-                "rank": ("INT", {"default": d.rank, "min": 1, "max": 256, "tooltip": "LoRA rank (3: the adapters "
-                         "stay under a tenth of a small upscaler)."}),
-                "iqa_weight": ("FLOAT", {"default": d.iqa_weight, "min": 0.0, "max": 1.0, "step": 0.0001,
-                               "tooltip": "lQ per calibrated point of Q; 0 = L1 only (the control)."}),
-                "selection": (list(SELECTIONS), {"default": d.selection, "tooltip": "Training target: orig (the "
-                              "photo), random, sma (softmax of Q/T over the candidates), smp (over those scoring at "
-                              "least the photo), amo (the best candidate per crop)."}),
-                "seed": ("INT", {"default": d.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
-                         "Crops, flips and the adapters' initialisation."}),
-            },
-            "optional": {
-                "candidates": ("IMAGE", {"tooltip": "Candidate targets: renderings of the photos (same sizes), "
-                               "in the photos' order, repeated (candidate i belongs to photo i mod N)."}),
-                "sharpened_candidates": ("BOOLEAN", {"default": True, "tooltip": "Add the photos unsharp-masked at "
-                                         "three strengths as candidates (used when selection is not orig)."}),
-                "crop": ("INT", {"default": d.crop, "min": 8, "max": 1024, "tooltip": "LR crop side in pixels."}),
-                "batch": ("INT", {"default": d.batch, "min": 1, "max": 64, "tooltip": "Crops per step."}),
-                "learning_rate": ("FLOAT", {"default": d.lr, "min": 1e-6, "max": 1.0, "step": 1e-5,
-                                  "tooltip": "Adam learning rate."}),
-                "save_name": ("STRING", {"default": "", "tooltip": "If set, save the tuned model as models/"
-                              "upscale_models/<name>.safetensors (and its LoRA beside it); never overwrites."}),
-            },
-        }
-
-    def finetune(self, upscale_model, images, prior, steps=150, rank=3, iqa_weight=0.0005, selection="orig", seed=0,
-                 candidates=None, sharpened_candidates=True, crop=64, batch=4, learning_rate=2e-4, save_name=""):
+    def execute(cls, upscale_model, images, prior, steps=150, rank=3, iqa_weight=0.0005, selection="orig", seed=0,
+                candidates=None, sharpened_candidates=True, crop=64, batch=4, learning_rate=2e-4, save_name=""):
         from ..core import sr
         from ..core.sr.data import Sample, add_sharpened
         from . import comfy

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa_map import NODE_CLASS_MAPPINGS as N
+from iqa_map.nodes import NODES as N
 from iqa_map.cli import main
 
 FAST = ["--steps", "2", "--strength", "0.3", "--iterations", "1", "--fidelity", "mse", "--prior", "brisque",
@@ -340,12 +340,12 @@ def test_ctrl_c_mid_batch(tmp_path, capsys, monkeypatch, when):
 def test_node_image_too_small():
     """An IMAGE below 16 px into Latent MAP Ascent: our message before the slow part, not one from inside torch."""
     with torch.inference_mode():
-        model, vae = N["IQAMAP_LoadBuiltinPriorModel"]().load("cpu")
-        prior, = N["IQAMAP_LoadIQAPrior"]().load("builtin", "default", "cpu")
-        inv, = N["IQAMAP_DDIMInvert"]().invert(model, {"samples": vae.encode(torch.rand(1, 8, 12, 3))}, "edict", 2,
-                                               0.3)
+        model, vae = N["IQAMAP_LoadBuiltinPriorModel"].execute("cpu")
+        prior, = N["IQAMAP_LoadIQAPrior"].execute("builtin", "default", "cpu")
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, {"samples": vae.encode(torch.rand(1, 8, 12, 3))}, "edict", 2,
+                                              0.3)
         with pytest.raises(ValueError) as e:
-            N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=1)
+            N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=1)
     assert str(e.value) == ("the image is 12x8 pixels; Latent MAP Ascent needs at least 16x16: scale it up first "
                             "(e.g. Upscale Image) or use a larger photo")
     tb = e.value.__traceback__
@@ -363,7 +363,7 @@ def test_node_pyiqa_weights_missing(offline, monkeypatch):
     monkeypatch.setattr(comfy, "iqa_folder", lambda: str(models_iqa))
     t0 = time.monotonic()
     with pytest.raises(FileNotFoundError) as e:
-        N["IQAMAP_LoadIQAPrior"]().load("musiq", "default", "cpu")
+        N["IQAMAP_LoadIQAPrior"].execute("musiq", "default", "cpu")
     assert time.monotonic() - t0 < 15
     msg = str(e.value)
     assert "weights file 'musiq_koniq_ckpt" in msg and f"put it into {models_iqa}" in msg, msg
@@ -372,7 +372,7 @@ def test_node_pyiqa_weights_missing(offline, monkeypatch):
 
 def test_node_weights_file_not_in_models_iqa():
     with pytest.raises(FileNotFoundError) as e:
-        N["IQAMAP_LoadIQAPrior"]().load("builtin", "default", "cpu", weights_file="mine.safetensors")
+        N["IQAMAP_LoadIQAPrior"].execute("builtin", "default", "cpu", weights_file="mine.safetensors")
     msg = str(e.value)
     assert "'mine.safetensors' is not in models/iqa" in msg and "refresh ComfyUI" in msg, msg
     assert "pyiqa" not in msg  # outside ComfyUI this once said pyiqa was missing

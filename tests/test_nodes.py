@@ -9,25 +9,27 @@ import pytest
 import torch
 from helpers import REPO, dev_photo
 
-from iqa_map import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from iqa_map.nodes import DISPLAY_NAMES, NODES
 from iqa_map.nodes.map_nodes import _weight_map
+from iqa_map.nodes.schema import legacy_input_types
 from iqa_map.nodes.types import CoreModel, PassthroughVAE
 
-N = NODE_CLASS_MAPPINGS
+N = NODES
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
 @pytest.mark.parametrize("key", sorted(N))
 def test_node_contract(key):
     cls = N[key]
-    assert key in NODE_DISPLAY_NAME_MAPPINGS
+    assert cls.SCHEMA.node_id == key and DISPLAY_NAMES[key] == cls.SCHEMA.display_name
     assert cls.CATEGORY == "IQA-MAP" and len(cls.DESCRIPTION) > 40
     spec = cls.INPUT_TYPES()
+    assert spec == legacy_input_types(cls.SCHEMA)  # the V1 view is the schema's (as is the V3 one, nodes/v3.py)
     assert set(spec) <= {"required", "optional"} and spec["required"]
     assert isinstance(cls.RETURN_TYPES, tuple) and all(isinstance(t, str) for t in cls.RETURN_TYPES)
     if hasattr(cls, "RETURN_NAMES"):
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
-    fn = getattr(cls(), cls.FUNCTION)
+    fn = getattr(cls, cls.FUNCTION)
     params = inspect.signature(fn).parameters
     for section, inputs in spec.items():
         for name, (kind, *opts) in inputs.items():
@@ -44,21 +46,84 @@ def test_node_contract(key):
     assert set(params) <= declared
 
 
+INTERFACE = REPO / "tests" / "node_interface.json"
+
+
+def node_interface() -> dict:
+    """What saved workflows rely on, per node: inputs in socket/widget order with type, choices (lists that
+    follow files or installs: "dynamic"), default and range; the outputs. Tooltips, descriptions and display
+    hints (multiline, advanced) may change freely and are left out."""
+    def entry(i):
+        e = {"id": i.id, "type": i.type, "optional": i.optional}
+        if i.type == "COMBO":
+            e["options"] = "dynamic" if callable(i.options) else i.choices()
+        return {**e, **{k: getattr(i, k) for k in ("default", "min", "max", "step") if getattr(i, k) is not None}}
+
+    return {key: {"display_name": cls.SCHEMA.display_name, "output_node": cls.SCHEMA.is_output_node,
+                  "inputs": [entry(i) for i in cls.SCHEMA.ordered_inputs()],
+                  "outputs": [[o.type, o.label] for o in cls.SCHEMA.outputs]} for key, cls in N.items()}
+
+
+def _dump_interface(interface: dict) -> str:
+    """One line per input, so a diff of the file reads as the change of interface."""
+    nodes = []
+    for key, d in interface.items():
+        inputs = ",\n".join("   " + json.dumps(i) for i in d["inputs"])
+        nodes.append(f' {json.dumps(key)}: {{"display_name": {json.dumps(d["display_name"])}, '
+                     f'"output_node": {json.dumps(d["output_node"])},\n  "inputs": [\n{inputs}\n  ],\n'
+                     f'  "outputs": {json.dumps(d["outputs"])}}}')
+    return "{\n" + ",\n".join(nodes) + "\n}\n"
+
+
+def test_node_interface_is_unchanged():
+    """Node ids, input names and order, types, choices, defaults, ranges and outputs as saved workflows were made
+    with (ComfyUI stores widget values by position). After an intended change, rewrite the file with
+    ``python tests/test_nodes.py`` and check that the shipped workflows still pass."""
+    assert json.loads(_dump_interface(node_interface())) == node_interface()  # the file format round-trips
+    assert node_interface() == json.loads(INTERFACE.read_text()), "the node interface changed (see the docstring)"
+
+
+def test_settings_inputs_are_marked_lists_of_their_nodes():
+    """The inputs mirroring the library's settings are one list per node (to be generated from settings metadata)."""
+    from iqa_map.nodes.map_nodes import INVERSION_SETTINGS_INPUTS, MAP_SETTINGS_INPUTS
+    for key, inputs in (("IQAMAP_DDIMInvert", INVERSION_SETTINGS_INPUTS),
+                        ("IQAMAP_LatentMAPAscent", MAP_SETTINGS_INPUTS)):
+        declared = N[key].SCHEMA.inputs
+        assert all(any(i is d for d in declared) for i in inputs), key
+    assert [i.id for i in INVERSION_SETTINGS_INPUTS] == ["steps", "strength", "mix"]
+    assert MAP_SETTINGS_INPUTS[0].id == "fidelity" and MAP_SETTINGS_INPUTS[-1].id == "hack_reference"
+
+
+def test_schema_renders_advanced_and_orders_required_first():
+    from iqa_map.nodes.schema import Input, Schema
+    s = Schema("X", "X", "x", "IQA-MAP", inputs=[
+        Input("a", "FLOAT", "a", optional=True, default=0.5, advanced=True), Input("b", "MODEL", "b"),
+        Input("c", "COMBO", "c", options=lambda: ["p", "q"], default="q")])
+    spec = legacy_input_types(s)
+    assert list(spec["required"]) == ["b", "c"] and list(spec["optional"]) == ["a"]
+    assert spec["optional"]["a"] == ("FLOAT", {"default": 0.5, "tooltip": "a", "advanced": True})
+    assert spec["required"]["c"] == (["p", "q"], {"default": "q", "tooltip": "c"})
+    with pytest.raises(ValueError, match="COMBO"):
+        Input("d", "COMBO", "d")
+    with pytest.raises(ValueError, match="repeat"):
+        Schema("X", "X", "x", "IQA-MAP", inputs=[Input("a", "MODEL", "a"), Input("a", "VAE", "a")])
+
+
 @pytest.fixture(scope="module")
 def cpu_graph():
     """The CPU workflow's chain, run under inference mode as ComfyUI's executor runs nodes."""
     img = (dev_photo(crop=48, dtype=torch.float32) + 1) / 2
     image = img.movedim(1, -1)  # IMAGE: [B,H,W,C]
     with torch.inference_mode():
-        model, vae = N["IQAMAP_LoadBuiltinPriorModel"]().load("cpu")
-        prior, = N["IQAMAP_LoadIQAPrior"]().load("builtin", "default", "cpu")
-        monitor, = N["IQAMAP_LoadIQAPrior"]().load("piqe", "default", "cpu")
+        model, vae = N["IQAMAP_LoadBuiltinPriorModel"].execute("cpu")
+        prior, = N["IQAMAP_LoadIQAPrior"].execute("builtin", "default", "cpu")
+        monitor, = N["IQAMAP_LoadIQAPrior"].execute("piqe", "default", "cpu")
         latent = {"samples": vae.encode(image)}
-        inv, = N["IQAMAP_DDIMInvert"]().invert(model, latent, "edict", 3, 0.35)
-        out, history = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=3, monitor=monitor,
-                                                              on_hack="warn", hack_reference="peak")
-        decoded, = N["IQAMAP_Decode"]().decode(out, vae)
-        scored = N["IQAMAP_IQAScore"]().score(decoded, prior)
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, latent, "edict", 3, 0.35)
+        out, history = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=3, monitor=monitor,
+                                                           on_hack="warn", hack_reference="peak")
+        decoded, = N["IQAMAP_Decode"].execute(out, vae)
+        scored = N["IQAMAP_IQAScore"].execute(decoded, prior)
     return SimpleNamespace(image=image, model=model, vae=vae, prior=prior, monitor=monitor, latent=latent, inv=inv,
                            out=out, report=json.loads(history), decoded=decoded, scored=scored)
 
@@ -97,8 +162,8 @@ def test_mask_frees_pixels_from_fidelity(cpu_graph):
     w = _weight_map(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), (1, 3, 4, 4), "cpu")
     assert w.shape == (1, 1, 4, 4) and float(w[0, 0, 0, 0]) == 1.0 and float(w[0, 0, 0, -1]) == 0.0
     with torch.inference_mode():
-        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, g.inv, fidelity="mse",
-                                                        iterations=1, mask=torch.ones(48, 48))
+        _, hist = N["IQAMAP_LatentMAPAscent"].execute(g.model, g.vae, g.prior, g.inv, fidelity="mse",
+                                                      iterations=1, mask=torch.ones(48, 48))
     # Free everywhere: the fidelity term is exactly zero at every iterate.
     assert all(h["fidelity"] == 0.0 for h in json.loads(hist)["history"])
 
@@ -106,30 +171,30 @@ def test_mask_frees_pixels_from_fidelity(cpu_graph):
 def test_ddim_inversion_is_approximate_edict_exact(cpu_graph):
     g = cpu_graph
     with torch.inference_mode():
-        inv, = N["IQAMAP_DDIMInvert"]().invert(g.model, g.latent, "ddim", 3, 0.35)
-        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, inv, iterations=0)
+        inv, = N["IQAMAP_DDIMInvert"].execute(g.model, g.latent, "ddim", 3, 0.35)
+        _, hist = N["IQAMAP_LatentMAPAscent"].execute(g.model, g.vae, g.prior, inv, iterations=0)
     assert json.loads(hist)["inversion_error"] > 10 * max(g.report["inversion_error"], 1e-9)
 
 
 def test_fuse_priors_is_weighted_mean_of_calibrated_scores(cpu_graph):
     with torch.inference_mode():
-        niqe, = N["IQAMAP_LoadIQAPrior"]().load("niqe")
-        brisque, = N["IQAMAP_LoadIQAPrior"]().load("brisque")
-        fused, = N["IQAMAP_FusePriors"]().fuse(niqe, 3.0, brisque, 1.0, "mean")
-        ms, = N["IQAMAP_FusePriors"]().fuse(niqe, 1.0, brisque, 1.0, "softmin", multiscale=True)
+        niqe, = N["IQAMAP_LoadIQAPrior"].execute("niqe")
+        brisque, = N["IQAMAP_LoadIQAPrior"].execute("brisque")
+        fused, = N["IQAMAP_FusePriors"].execute(niqe, 3.0, brisque, 1.0, "mean")
+        ms, = N["IQAMAP_FusePriors"].execute(niqe, 1.0, brisque, 1.0, "softmin", multiscale=True)
         img = (dev_photo(crop=192, dtype=torch.float32) + 1) / 2  # above every member's minimum size
         expect = (3 * niqe.calibrated(img) + brisque.calibrated(img)) / 4
         assert torch.allclose(fused.calibrated(img).double(), expect.double(), atol=1e-4)
         assert ms.name.startswith("ms-softmin(") and torch.isfinite(ms(img)).all()
-        raw, = N["IQAMAP_LoadIQAPrior"]().load("niqe", calibration="none")
+        raw, = N["IQAMAP_LoadIQAPrior"].execute("niqe", calibration="none")
         with pytest.raises(ValueError, match="calibration"):
-            N["IQAMAP_FusePriors"]().fuse(raw, 1.0, brisque, 1.0)
+            N["IQAMAP_FusePriors"].execute(raw, 1.0, brisque, 1.0)
 
 
 def test_uncalibrated_prior_optimises_native_score(cpu_graph):
     from iqa_map.core.map import comparable_score
     with torch.inference_mode():
-        raw, = N["IQAMAP_LoadIQAPrior"]().load("niqe", calibration="none")
+        raw, = N["IQAMAP_LoadIQAPrior"].execute("niqe", calibration="none")
         img = cpu_graph.decoded.movedim(-1, 1)
         assert raw.calibration is None
         assert torch.allclose(comparable_score(raw, img), -raw.native(img))  # NIQE: lower is better
@@ -138,18 +203,18 @@ def test_uncalibrated_prior_optimises_native_score(cpu_graph):
 def test_clear_errors(cpu_graph):
     g = cpu_graph
     with pytest.raises(ValueError, match="unknown prior 'niqee'.*niqe"):
-        N["IQAMAP_LoadIQAPrior"]().load("niqee")
+        N["IQAMAP_LoadIQAPrior"].execute("niqee")
     with pytest.raises(TypeError, match="only with IQA-MAP nodes"):
         g.model.model_options  # what KSampler would touch first
     other = CoreModel(g.model.denoiser, "other")
     with pytest.raises(ValueError, match="different MODEL"):
-        N["IQAMAP_LatentMAPAscent"]().ascend(other, g.vae, g.prior, g.inv, iterations=1)
+        N["IQAMAP_LatentMAPAscent"].execute(other, g.vae, g.prior, g.inv, iterations=1)
     with pytest.raises(ValueError, match="checkpoint's VAE"):
         PassthroughVAE().decode(torch.zeros(1, 4, 8, 8))
     with pytest.raises(TypeError, match="LATENT"):
-        N["IQAMAP_DDIMInvert"]().invert(g.model, g.image)
+        N["IQAMAP_DDIMInvert"].execute(g.model, g.image)
     with pytest.raises(TypeError, match="DDIM Invert"):
-        N["IQAMAP_LatentMAPAscent"]().ascend(g.model, g.vae, g.prior, "not an inversion")
+        N["IQAMAP_LatentMAPAscent"].execute(g.model, g.vae, g.prior, "not an inversion")
 
 
 class _EchoDRUNet(torch.nn.Module):
@@ -165,7 +230,7 @@ def test_denoiser_as_diffusion_model_follows_spandrel_conventions():
     net = _EchoDRUNet()
     desc = SimpleNamespace(architecture=SimpleNamespace(id="DRUNet"), model=net, scale=1,
                            size_requirements=SimpleNamespace(multiple_of=8))
-    model, = N["IQAMAP_DenoiserAsDiffusionModel"]().convert(desc, 0.0, 0.5)
+    model, = N["IQAMAP_DenoiserAsDiffusionModel"].execute(desc, 0.0, 0.5)
     den = model.denoiser
     assert den.sigma_max == pytest.approx(2 * 50 / 255)  # trained range, on the [-1, 1] scale
     x = torch.rand(1, 3, 30, 30) * 2 - 1
@@ -183,15 +248,19 @@ def test_pack_loads_without_pyiqa_and_reports_it_when_used():
     code = (
         "import sys; sys.modules['pyiqa'] = None\n"
         "import iqa_map\n"
-        "from iqa_map.nodes import NODE_CLASS_MAPPINGS as N\n"
+        "from iqa_map.nodes import NODES as N\n"
         f"assert len(N) == {len(N)}, N\n"  # every node registers without pyiqa
         "names = N['IQAMAP_LoadIQAPrior'].INPUT_TYPES()['required']['name'][0]\n"
         "assert 'builtin' in names and 'musiq' not in names\n"
         "try:\n"
-        "    N['IQAMAP_LoadIQAPrior']().load('niqe')\n"
+        "    N['IQAMAP_LoadIQAPrior'].execute('niqe')\n"
         "except RuntimeError as e:\n"
         "    print('ERR', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ERR" in out.stdout and "pip install pyiqa" in out.stdout
+
+
+if __name__ == "__main__":  # rewrite node_interface.json after an intended interface change
+    INTERFACE.write_text(_dump_interface(node_interface()))

@@ -208,11 +208,11 @@ def test_cli_score_and_qmap_on_a_half_flat_photo(tmp_path, capsys):
 
 
 def test_quality_map_node_reports_flat_regions():
-    from iqa_map import NODE_CLASS_MAPPINGS as N
+    from iqa_map.nodes import NODES as N
 
     img = torch.rand(1, 64, 128, 3, generator=torch.Generator().manual_seed(5))
     img[:, :, :64] = 0.4
     with torch.inference_mode():
-        mask, heat, summary = N["IQAMAP_IQAQualityMap"]().map(img, priors.load("brisque"), 32, 16)
+        mask, heat, summary = N["IQAMAP_IQAQualityMap"].execute(img, priors.load("brisque"), 32, 16)
     assert torch.isfinite(mask).all() and torch.isfinite(heat).all()
     assert "flat: not judged" in summary

@@ -115,17 +115,17 @@ class FakeCLIP:
 
 
 def test_regional_prompt_node_from_a_mask_and_from_a_prior():
-    from iqa_map import NODE_CLASS_MAPPINGS
+    from iqa_map.nodes import NODES
     from iqa_map.core import priors
 
-    node = NODE_CLASS_MAPPINGS["IQAMAP_IQARegionalPrompt"]()
+    node = NODES["IQAMAP_IQARegionalPrompt"]
     spec = node.INPUT_TYPES()
     defaults = {k: v[1]["default"] for sec in spec.values() for k, v in sec.items() if "default" in v[1]}
     image = torch.rand(1, 64, 96, 3)
     bad = 1 - known_map()[None] / 100  # a MASK as IQA Quality Map gives it: 1 = worst
     with torch.inference_mode():
-        out = node.regional(FakeCLIP(), image, **{**defaults, "method": "quantiles", "levels": 3,
-                                                  "quality_map": bad})
+        out = node.execute(FakeCLIP(), image, **{**defaults, "method": "quantiles", "levels": 3,
+                                                 "quality_map": bad})
     cond, strength, preview, listing = out["result"]
     assert len(cond) == 4 and "mask" not in cond[0][1]  # the global entry, then one masked entry per region
     masks = torch.stack([c[1]["mask"][0] for c in cond[1:]])
@@ -137,10 +137,10 @@ def test_regional_prompt_node_from_a_mask_and_from_a_prior():
     assert strength.shape == (1, 64, 96) and float(strength[0, 32, 90]) > float(strength[0, 32, 5])
     assert preview.shape == (1, 64, 96, 3) and "3 region(s)" in out["ui"]["text"][0]
     with torch.inference_mode():
-        out = node.regional(FakeCLIP(), image, **{**defaults, "prior": priors.load("cnniqa-builtin"),
-                                                  "window": 32, "stride": 16})
+        out = node.execute(FakeCLIP(), image, **{**defaults, "prior": priors.load("cnniqa-builtin"),
+                                                 "window": 32, "stride": 16})
     assert len(out["result"][0]) == 1 + len(json.loads(out["result"][3]))
     for bad_args, msg in (({"high_pool": "  \n"}, "high_pool"), ({"c_min": 5, "c_max": 2}, "c_min"),
                           ({"quality_map": torch.zeros(1, 10, 10)}, "10x10"), ({}, "connect a prior")):
         with pytest.raises(ValueError, match=msg):
-            node.regional(FakeCLIP(), image, **{**defaults, **bad_args})
+            node.execute(FakeCLIP(), image, **{**defaults, **bad_args})

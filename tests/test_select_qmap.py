@@ -7,7 +7,7 @@ import torch
 from helpers import dev_photo
 from PIL import Image
 
-from iqa_map import NODE_CLASS_MAPPINGS as N
+from iqa_map.nodes import NODES as N
 from iqa_map.cli import main
 from iqa_map.core import priors
 from iqa_map.core import select as S
@@ -237,18 +237,18 @@ def test_adaptive_fidelity_lets_damaged_regions_change_more():
 
 def test_select_and_quality_map_nodes(piqe, candidates):
     images = candidates.movedim(1, -1)
-    out = N["IQAMAP_IQASelect"]().select(images[:2], piqe, images_2=images[2:])
+    out = N["IQAMAP_IQASelect"].execute(images[:2], piqe, images_2=images[2:])
     img, index, ranking = out["result"]
     info = json.loads(ranking)
     assert index == info["order"][0] and torch.equal(img, images[index:index + 1])
     assert out["ui"]["text"][0].startswith("#1: candidate")
-    tiled, idx, _ = N["IQAMAP_IQASelect"]().select(images, piqe, "tiles", tile=64, overlap=16)["result"]
+    tiled, idx, _ = N["IQAMAP_IQASelect"].execute(images, piqe, "tiles", tile=64, overlap=16)["result"]
     assert idx == -1 and tiled.shape == (1, 96, 96, 3)
     with pytest.raises(ValueError, match="IQA Select: .*same size"):
-        N["IQAMAP_IQASelect"]().select(images, piqe, images_2=torch.rand(1, 64, 64, 3))
+        N["IQAMAP_IQASelect"].execute(images, piqe, images_2=torch.rand(1, 64, 64, 3))
     with torch.inference_mode():
-        mask, heat, summary = N["IQAMAP_IQAQualityMap"]().map(images[:1], piqe, 32, 16)
-        inv, _, _ = N["IQAMAP_IQAQualityMap"]().map(images[:1], piqe, 32, 16, invert=True)
+        mask, heat, summary = N["IQAMAP_IQAQualityMap"].execute(images[:1], piqe, 32, 16)
+        inv, _, _ = N["IQAMAP_IQAQualityMap"].execute(images[:1], piqe, 32, 16, invert=True)
     assert mask.shape == (1, 96, 96) and 0 <= float(mask.min()) and float(mask.max()) <= 1
     assert torch.allclose(inv, 1 - mask) and heat.shape[-1] == 3 and heat.shape[2] == 96
     assert "piqe" in summary

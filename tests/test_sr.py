@@ -363,9 +363,9 @@ def test_real_upscalers_load_and_take_lora():
 # --- ComfyUI node (outside ComfyUI, under inference mode as ComfyUI's executor runs nodes) -----------------------
 
 def test_finetune_node_returns_a_working_upscaler(tmp_path):
-    from iqa_map import NODE_CLASS_MAPPINGS
+    from iqa_map.nodes import NODES
 
-    node = NODE_CLASS_MAPPINGS["IQAMAP_IQAFineTuneUpscaler"]()
+    node = NODES["IQAMAP_IQAFineTuneUpscaler"]
     prior = priors.load("cnniqa-builtin")
     folder = photos(tmp_path / "hr", n=2, size=64)
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255)
@@ -374,8 +374,8 @@ def test_finetune_node_returns_a_working_upscaler(tmp_path):
         base = sr.load_upscaler(tiny_state())
         before = {k: v.clone() for k, v in base.model.state_dict().items()}
         x = torch.rand(1, 3, 16, 16)
-        tuned, report = node.finetune(base, images, prior, steps=3, rank=2, iqa_weight=0.01, selection="amo",
-                                      crop=16, batch=2, learning_rate=1e-2)
+        tuned, report = node.execute(base, images, prior, steps=3, rank=2, iqa_weight=0.01, selection="amo",
+                                     crop=16, batch=2, learning_rate=1e-2)
         y_base, y_tuned = base.model(x), tuned.model(x)
     assert type(tuned.architecture) is type(base.architecture) and tuned.scale == base.scale
     assert y_tuned.shape == y_base.shape and not torch.allclose(y_tuned, y_base)
@@ -384,11 +384,11 @@ def test_finetune_node_returns_a_working_upscaler(tmp_path):
     assert len(info["history"]) == 3 and info["record"]["selection"] == "amo"
     assert sum(info["record"]["picked"]) == 6 and len(info["record"]["picked"]) == 4  # orig + 3 sharpened
     with torch.inference_mode(), pytest.raises(ValueError, match="pixel-aligned"):
-        node.finetune(base, images, prior, steps=1, candidates=images[:, :32, :32], crop=16)
+        node.execute(base, images, prior, steps=1, candidates=images[:, :32, :32], crop=16)
     with torch.inference_mode(), pytest.raises(ValueError, match="smaller than one crop"):
-        node.finetune(base, images, prior, steps=1, crop=48)
+        node.execute(base, images, prior, steps=1, crop=48)
     with torch.inference_mode(), pytest.raises(ValueError, match="upscale_models"):
-        node.finetune(base, images, prior, steps=1, crop=16, batch=1, save_name="mine")
+        node.execute(base, images, prior, steps=1, crop=16, batch=1, save_name="mine")
 
 
 def test_quality_weight_follows_w_of_q(tmp_path):

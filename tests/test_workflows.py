@@ -5,14 +5,13 @@ import json
 import pytest
 from helpers import REPO
 
-from iqa_map import NODE_CLASS_MAPPINGS
+from iqa_map.nodes import NODES
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 #: Core ComfyUI nodes the workflows may use (the integration tests check them against a real /object_info).
 CORE_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "ImageScale", "ImageScaleBy", "VAEEncode",
               "VAEDecode", "SaveImage", "PreviewImage", "UpscaleModelLoader", "ImageUpscaleWithModel", "KSampler",
               "DifferentialDiffusion", "SetLatentNoiseMask"}
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
 def _generator():
@@ -34,7 +33,7 @@ def test_workflow_is_consistent(path):
     nodes = {n["id"]: n for n in ui["nodes"]}
     assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] >= max(nodes)
     for n in nodes.values():
-        assert n["type"] in NODE_CLASS_MAPPINGS or n["type"] in CORE_NODES, f"unknown node type {n['type']}"
+        assert n["type"] in NODES or n["type"] in CORE_NODES, f"unknown node type {n['type']}"
     link_ids = [lk[0] for lk in ui["links"]]
     assert len(set(link_ids)) == len(link_ids) and ui["last_link_id"] >= max(link_ids)
     for lid, src, src_slot, dst, dst_slot, typ in ui["links"]:
@@ -45,30 +44,39 @@ def test_workflow_is_consistent(path):
     listed = {lid for n in nodes.values() for o in n["outputs"] for lid in o["links"]}
     assert listed == set(link_ids)
     for n in nodes.values():
-        if n["type"] not in NODE_CLASS_MAPPINGS:
+        if n["type"] not in NODES:
             continue
-        spec = NODE_CLASS_MAPPINGS[n["type"]].INPUT_TYPES()
-        sockets = {name: s[0] for sec in spec.values() for name, s in sec.items()
-                   if not isinstance(s[0], list) and s[0] not in WIDGET_TYPES}
-        widgets = [name for sec in spec.values() for name, s in sec.items()
-                   if isinstance(s[0], list) or s[0] in WIDGET_TYPES]
+        # Against the node's schema, the one source of its V3 schema and its V1 INPUT_TYPES.
+        inputs = NODES[n["type"]].SCHEMA.ordered_inputs()
+        sockets = {i.id: i for i in inputs if not i.is_widget}
+        widgets = [i for i in inputs if i.is_widget]
         for inp in n["inputs"]:
-            assert sockets.get(inp["name"]) == inp["type"], f"{n['type']}.{inp['name']}"
-        for name, kind in sockets.items():
-            if name in spec["required"]:
-                assert any(i["name"] == name and i["link"] is not None for i in n["inputs"]), \
+            assert inp["name"] in sockets and sockets[inp["name"]].type == inp["type"], f"{n['type']}.{inp['name']}"
+        for name, i in sockets.items():
+            if not i.optional:
+                assert any(x["name"] == name and x["link"] is not None for x in n["inputs"]), \
                     f"{path.name}: {n['type']}.{name} is not connected"
-        assert len(n["widgets_values"]) == len(widgets) + ("seed" in widgets)
-        for name, value in zip([w for w in widgets for _ in range(1 + (w == "seed"))], n["widgets_values"]):
-            choices = next(sec[name][0] for sec in spec.values() if name in sec)
-            if isinstance(choices, list) and value != "fixed":
-                assert value in choices, f"{path.name}: {n['type']}.{name} = {value!r}"
+        # Widget values by position; a seed widget carries its 'control after generate' value next to it.
+        assert len(n["widgets_values"]) == len(widgets) + sum(i.id == "seed" for i in widgets), \
+            f"{path.name}: {n['type']} widget count"
+        values = iter(n["widgets_values"])
+        for i in widgets:
+            value, where = next(values), f"{path.name}: {n['type']}.{i.id}"
+            if i.id == "seed":
+                assert next(values) in ("fixed", "increment", "decrement", "randomize"), where
+            if i.type == "COMBO":
+                assert value in i.choices(), f"{where} = {value!r}"
+            elif i.type in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+                assert (i.min is None or value >= i.min) and (i.max is None or value <= i.max), f"{where} = {value}"
+            else:
+                assert isinstance(value, str if i.type == "STRING" else bool), where
     assert (path.with_suffix(".png")).is_file(), "every workflow has a thumbnail"
     assert path.name in (REPO / "README.md").read_text(), "every workflow is described in the README"
 
 
 def test_workflows_match_their_generator():
-    """The JSON files are what tools/make_workflows.py writes from the current node definitions."""
+    """The JSON files are what tools/make_workflows.py writes from the current node schemas."""
     gen = _generator()
     for name, build in gen.WORKFLOWS.items():
         shipped = json.loads((REPO / "workflows" / f"{name}.json").read_text())

@@ -3,7 +3,7 @@
     python tools/make_workflows.py
 
 Graphs are described compactly below; widget order comes from the pack's own
-``INPUT_TYPES`` and, for ComfyUI's core nodes, from the table ``CORE`` (checked
+node schemas (``nodes/schema.py``) and, for ComfyUI's core nodes, from the table ``CORE`` (checked
 against a real ComfyUI's ``/object_info`` by the integration tests).
 """
 from __future__ import annotations
@@ -34,37 +34,26 @@ CORE = {
     "DifferentialDiffusion": ([("model", "MODEL")], [], [("MODEL", "MODEL")]),
     "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [], [("LATENT", "LATENT")]),
 }
-_WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
 def pack_spec(node_type: str):
-    """(inputs, widgets, outputs) of one of this pack's nodes, from its INPUT_TYPES."""
-    from iqa_map.nodes import NODE_CLASS_MAPPINGS
-    cls = NODE_CLASS_MAPPINGS[node_type]
-    it = cls.INPUT_TYPES()
+    """(inputs, widgets, outputs) of one of this pack's nodes, from its schema (widgets in saved order)."""
+    from iqa_map.nodes import NODES
+    schema = NODES[node_type].SCHEMA
     inputs, widgets = [], []
-    for section in ("required", "optional"):
-        for name, spec in it.get(section, {}).items():
-            kind = spec[0]
-            if isinstance(kind, (list, tuple)) or kind in _WIDGET_TYPES:
-                widgets.append(name)
-                if name == "seed":
-                    widgets.append("control_after_generate")
-            else:
-                inputs.append((name, kind))
-    names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
-    return inputs, widgets, list(zip(names, cls.RETURN_TYPES))
+    for i in schema.ordered_inputs():
+        if i.is_widget:
+            widgets.append(i.id)
+            if i.id == "seed":
+                widgets.append("control_after_generate")
+        else:
+            inputs.append((i.id, i.type))
+    return inputs, widgets, [(o.label, o.type) for o in schema.outputs]
 
 
 def widget_defaults(node_type: str) -> dict:
-    from iqa_map.nodes import NODE_CLASS_MAPPINGS
-    it = NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
-    out = {}
-    for section in ("required", "optional"):
-        for name, spec in it.get(section, {}).items():
-            opts = spec[1] if len(spec) > 1 else {}
-            if "default" in opts:
-                out[name] = opts["default"]
+    from iqa_map.nodes import NODES
+    out = {i.id: i.default for i in NODES[node_type].SCHEMA.inputs if i.default is not None}
     out["control_after_generate"] = "fixed"
     return out
 
@@ -405,8 +394,8 @@ def thumbnail(ui: dict, path: Path) -> None:
 
 def _display(node_type: str) -> str:
     if node_type.startswith("IQAMAP_"):
-        from iqa_map.nodes import NODE_DISPLAY_NAME_MAPPINGS
-        return NODE_DISPLAY_NAME_MAPPINGS[node_type]
+        from iqa_map.nodes import DISPLAY_NAMES
+        return DISPLAY_NAMES[node_type]
     return node_type
 
 

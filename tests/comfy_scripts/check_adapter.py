@@ -27,7 +27,7 @@ import comfy.utils  # noqa: E402
 import nodes as core_nodes  # noqa: E402
 from spandrel import ModelLoader  # noqa: E402
 
-from iqa_map import NODE_CLASS_MAPPINGS as N  # noqa: E402
+from iqa_map.nodes import NODES as N  # noqa: E402
 from iqa_map.core import edict  # noqa: E402
 
 
@@ -65,32 +65,32 @@ def main():
         out["model_config"] = type(model.model.model_config).__name__
         pos, = core_nodes.CLIPTextEncode().encode(clip, "")
         lat, = core_nodes.VAEEncode().encode(vae, img)
-        prior, = N["IQAMAP_LoadIQAPrior"]().load("niqe", "default", "cpu")
-        inv, = N["IQAMAP_DDIMInvert"]().invert(model, lat, "edict", 3, 0.5, positive=pos)
+        prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", 3, 0.5, positive=pos)
         # Sample the pair back through a fresh ComfyUI sampling: EDICT must give the latent again.
         from iqa_map.nodes import comfy as C
         back = C.run_in_comfy_sampler(model, lat["samples"], inv.inversion.sigmas,
                                       lambda den, x: edict.sample(den, inv.inversion.pair, inv.inversion.sigmas,
                                                                   grad=None)[0].float(), pos)
         out["reconstruction_rel_error"] = float((back - lat["samples"]).norm() / lat["samples"].norm())
-        res, hist = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, inv, iterations=2)
+        res, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=2)
         report = json.loads(hist)
         out["scores"] = [h["score"] for h in report["history"]]
         out["inversion_error"] = report["inversion_error"]
         out["latent_shape"] = list(res["samples"].shape)
-        ours, = N["IQAMAP_Decode"]().decode(res, vae)
+        ours, = N["IQAMAP_Decode"].execute(res, vae)
         theirs, = core_nodes.VAEDecode().decode(vae, res)
         out["decode_max_diff"] = float((ours - theirs).abs().max())
         out["image_shape"] = list(ours.shape)
-        ddim_inv, = N["IQAMAP_DDIMInvert"]().invert(model, lat, "ddim", 3, 0.5, positive=pos)
-        _, hist = N["IQAMAP_LatentMAPAscent"]().ascend(model, vae, prior, ddim_inv, iterations=1)
+        ddim_inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "ddim", 3, 0.5, positive=pos)
+        _, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, ddim_inv, iterations=1)
         out["ddim_inversion_error"] = json.loads(hist)["inversion_error"]
 
         # v-prediction (SD2.x-style), through ComfyUI's own ModelSamplingDiscrete patch node.
         from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
         vmodel = ModelSamplingDiscrete().patch(model, "v_prediction", False)[0]
-        vinv, = N["IQAMAP_DDIMInvert"]().invert(vmodel, lat, "edict", 3, 0.5, positive=pos)
-        _, vhist = N["IQAMAP_LatentMAPAscent"]().ascend(vmodel, vae, prior, vinv, iterations=1)
+        vinv, = N["IQAMAP_DDIMInvert"].execute(vmodel, lat, "edict", 3, 0.5, positive=pos)
+        _, vhist = N["IQAMAP_LatentMAPAscent"].execute(vmodel, vae, prior, vinv, iterations=1)
         out["vpred_inversion_error"] = json.loads(vhist)["inversion_error"]
 
         # SDXL: ComfyUI's own SDXL model class (its size/pooled "adm" conditioning) around a narrow UNet, built
@@ -101,13 +101,13 @@ def main():
 
         def xl_cond(pooled):
             return [[torch.zeros(1, 77, 64), {"pooled_output": torch.full((1, 1280), pooled)}]]
-        xinv, = N["IQAMAP_DDIMInvert"]().invert(xl, lat, "edict", 3, 0.5, positive=xl_cond(0.0))
-        xres, xhist = N["IQAMAP_LatentMAPAscent"]().ascend(xl, vae, prior, xinv, iterations=2)
+        xinv, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", 3, 0.5, positive=xl_cond(0.0))
+        xres, xhist = N["IQAMAP_LatentMAPAscent"].execute(xl, vae, prior, xinv, iterations=2)
         xreport = json.loads(xhist)
         out["sdxl_inversion_error"] = xreport["inversion_error"]
         out["sdxl_scores"] = [h["score"] for h in xreport["history"]]
         out["sdxl_latent_shape"] = list(xres["samples"].shape)
-        other, = N["IQAMAP_DDIMInvert"]().invert(xl, lat, "edict", 3, 0.5, positive=xl_cond(1.0))
+        other, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", 3, 0.5, positive=xl_cond(1.0))
         out["sdxl_pooled_changes_inversion"] = float((other.inversion.pair[0] - xinv.inversion.pair[0]).abs().max())
 
         # A flow-matching model must be refused with a clear message.
@@ -120,7 +120,7 @@ def main():
             def get_model_object(self, name):
                 return Flow()
         try:
-            N["IQAMAP_DDIMInvert"]().invert(FakeFlowModel(), lat, positive=pos)
+            N["IQAMAP_DDIMInvert"].execute(FakeFlowModel(), lat, positive=pos)
             out["flow_error"] = None
         except ValueError as e:
             out["flow_error"] = str(e)
@@ -128,13 +128,13 @@ def main():
         # Denoiser as Diffusion Model: a spandrel DnCNN from Load Upscale Model's loader.
         sd = comfy.utils.load_torch_file(os.path.join(MODELS, "upscale_models", "tiny_dncnn.pth"), safe_load=True)
         desc = ModelLoader().load_from_state_dict(sd).eval()
-        dmodel, = N["IQAMAP_DenoiserAsDiffusionModel"]().convert(desc, 0.0, 0.5)
-        bvae = N["IQAMAP_LoadBuiltinPriorModel"]().load("cpu")[1]
+        dmodel, = N["IQAMAP_DenoiserAsDiffusionModel"].execute(desc, 0.0, 0.5)
+        bvae = N["IQAMAP_LoadBuiltinPriorModel"].execute("cpu")[1]
         plat = {"samples": bvae.encode(img)}
-        pinv, = N["IQAMAP_DDIMInvert"]().invert(dmodel, plat, "edict", 3, 0.5)
-        pres, phist = N["IQAMAP_LatentMAPAscent"]().ascend(dmodel, bvae, prior, pinv, iterations=1)
+        pinv, = N["IQAMAP_DDIMInvert"].execute(dmodel, plat, "edict", 3, 0.5)
+        pres, phist = N["IQAMAP_LatentMAPAscent"].execute(dmodel, bvae, prior, pinv, iterations=1)
         out["dncnn_inversion_error"] = json.loads(phist)["inversion_error"]
-        out["dncnn_image_shape"] = list(N["IQAMAP_Decode"]().decode(pres, bvae)[0].shape)
+        out["dncnn_image_shape"] = list(N["IQAMAP_Decode"].execute(pres, bvae)[0].shape)
     print("RESULT " + json.dumps(out))
 
 

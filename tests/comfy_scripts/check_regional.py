@@ -27,7 +27,7 @@ import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
 import nodes as core_nodes  # noqa: E402
 
-from iqa_map import NODE_CLASS_MAPPINGS as N  # noqa: E402
+from iqa_map.nodes import NODES as N  # noqa: E402
 
 
 def main():
@@ -36,7 +36,7 @@ def main():
     img = torch.from_numpy(np.asarray(Image.open(IMAGE).convert("RGB"), dtype=np.float32) / 255)[None, :64, :64]
     bad = torch.zeros(1, 64, 64)
     bad[:, :, 32:] = 0.9  # the right half damaged
-    node = N["IQAMAP_IQARegionalPrompt"]()
+    node = N["IQAMAP_IQARegionalPrompt"]
     spec = node.INPUT_TYPES()
     defaults = {k: v[1]["default"] for sec in spec.values() for k, v in sec.items() if "default" in v[1]}
     seen = []
@@ -52,7 +52,7 @@ def main():
     with torch.inference_mode():
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
             os.path.join(MODELS, "checkpoints", "tiny_sd15.safetensors"), output_vae=True, output_clip=True)
-        res = node.regional(clip, img, **{**defaults, "quality_map": bad, "feather": 0.0})["result"]
+        res = node.execute(clip, img, **{**defaults, "quality_map": bad, "feather": 0.0})["result"]
         cond, strength, preview, listing = res
         regions = json.loads(listing)
         out["entries"] = len(cond)
