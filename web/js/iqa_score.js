@@ -1,6 +1,6 @@
 // Shows the text an IQA-MAP node returns in its "ui" (IQA Score) in a read-only widget on the node.
-import { app } from "../../scripts/app.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
+import { app } from "../../../scripts/app.js";
+import { ComfyWidgets } from "../../../scripts/widgets.js";
 
 app.registerExtension({
   name: "iqa_map.ShowScore",
