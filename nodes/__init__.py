@@ -2,7 +2,8 @@
 
 Importing this never imports pyiqa, diffusers or ComfyUI at module level, so a
 missing dependency or weight cannot break ComfyUI's start-up: the node that
-needs it reports the problem when it runs.
+needs it reports the problem when it runs. ComfyUI loads the nodes through
+:mod:`.v3`; :data:`NODES` is the same set as plain classes, for tests and tools.
 """
 from . import comfy
 from .map_nodes import DDIMInvert, Decode, LatentMAPAscent

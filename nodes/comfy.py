@@ -30,6 +30,10 @@ class Progress:
     """ComfyUI's progress bar with a preview, interrupt check and a log line per iteration.
 
     Outside ComfyUI it only logs, so node functions run the same in plain Python.
+    V3 nodes report through ``comfy.utils.ProgressBar`` too: its hook (main.py, 0.3.64 and
+    0.8.0) finds the running node, sends the progress and preview messages every front
+    end understands and checks for an interrupt; V3's ``ComfyAPISync().execution.set_progress``
+    only updates the newer progress state, without the legacy messages.
     """
 
     def __init__(self, total: int, label: str):

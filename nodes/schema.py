@@ -106,6 +106,19 @@ def legacy_input_types(schema: Schema) -> dict:
     return out
 
 
+def check_choices(schema: Schema, inputs: dict) -> None:
+    """Refuse a combo value outside its options, as ComfyUI does for V1 combos when a prompt is queued.
+
+    ComfyUI 0.8.0 checks V3 combos too; 0.3.64 passes any value of a V3 combo to the node.
+    """
+    for i in schema.inputs:
+        if i.type == "COMBO" and i.id in inputs:
+            choices = i.choices()
+            if inputs[i.id] not in choices:
+                listed = ", ".join(map(str, choices)) if len(choices) <= 20 else f"a list of {len(choices)}"
+                raise ValueError(f"{schema.display_name}: {i.id} {inputs[i.id]!r} is not one of: {listed}")
+
+
 class Node:
     """Base of the plain node classes: V1 attributes derived from ``SCHEMA``; the logic in ``execute``.
 

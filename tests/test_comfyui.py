@@ -13,7 +13,8 @@ import time
 import pytest
 from comfy_harness import REPO, ComfyServer, comfyui_path, run_script, ui_to_api
 
-from iqa_map import NODE_CLASS_MAPPINGS
+from iqa_map.nodes import NODES
+from iqa_map.nodes.schema import legacy_input_types
 
 pytestmark = pytest.mark.comfyui
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -27,18 +28,46 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+def _as_legacy(spec) -> list:
+    """An /object_info input of a V3 node (a combo is "COMBO" with "options") in the V1 form (the bare list)."""
+    kind, opts = spec[0], dict(spec[1]) if len(spec) > 1 else {}
+    if kind == "COMBO":
+        kind = opts.pop("options")
+        opts.pop("multiselect", None)
+    return [kind, opts]
+
+
 def test_pack_loads_and_lists_every_node(server):
     log = server.text()
     ours = [ln for ln in log.splitlines() if "ComfyUI-IQA-MAP" in ln]
     # ComfyUI lists every custom-node folder with its import time, '(IMPORT FAILED)' when it broke.
     assert ours and not any("IMPORT FAILED" in ln or "Cannot import" in ln for ln in ours), log[-3000:]
+    # Through the V3 entry point (no NODE_CLASS_MAPPINGS at the root), and it did not fail.
+    assert f"IQA-MAP: {len(NODES)} nodes through ComfyUI's V3 node API" in log, log[-3000:]
+    assert "Error while calling comfy_entrypoint" not in log, log[-3000:]
     info = server.get("/object_info")
-    for key, cls in NODE_CLASS_MAPPINGS.items():
+    for key, cls in NODES.items():
         assert key in info, f"{key} missing from /object_info"
-        ours = cls.INPUT_TYPES()
+        node, schema, legacy = info[key], cls.SCHEMA, legacy_input_types(cls.SCHEMA)
+        # What the schema says, in V1's rendering: names and order, types, choices, defaults, ranges, tooltips.
         for section in ("required", "optional"):
-            assert list(info[key]["input"].get(section, {})) == list(ours.get(section, {}))
-        assert info[key]["category"] == "IQA-MAP" and info[key]["description"]
+            assert list(node["input"].get(section, {})) == list(legacy.get(section, {})), f"{key} {section}"
+            for name, (kind, opts) in legacy.get(section, {}).items():
+                got = _as_legacy(node["input"][section][name])
+                if callable(schema.input(name).options):  # files, installs, schedulers: this ComfyUI's own list
+                    assert opts["default"] in got[0] and got[1] == opts, f"{key}.{name}"
+                else:
+                    assert got == [list(kind) if isinstance(kind, list) else kind, opts], f"{key}.{name}"
+        assert node["output"] == list(cls.RETURN_TYPES) and node["output_name"] == list(cls.RETURN_NAMES)
+        assert (node["display_name"], node["description"], node["category"], node["output_node"]) == (
+            schema.display_name, schema.description, "IQA-MAP", schema.is_output_node)
+        # V3's marks: combos as "COMBO" (V1 sends the bare list), V3's fixed info fields, output nodes' hidden inputs
+        combos = [node["input"]["optional" if i.optional else "required"][i.id][0] for i in schema.inputs
+                  if i.type == "COMBO"]
+        assert all(c == "COMBO" for c in combos), f"{key}: combos not rendered by V3"
+        assert {"deprecated", "experimental", "api_node"} <= set(node), key
+        if schema.is_output_node:
+            assert node["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}, key
     # The core nodes the shipped workflows use exist in this ComfyUI.
     for path in WORKFLOWS:
         for node in json.loads(path.read_text())["nodes"]:
@@ -150,7 +179,7 @@ def test_bad_input_errors_are_ours_inside_comfyui(server):
                                                 "scale it up first (e.g. Upscale Image) or use a larger photo")
     assert "nodes/map_nodes.py" in err["traceback"][-1]
 
-    if "musiq" not in info["IQAMAP_LoadIQAPrior"]["input"]["required"]["name"][0]:
+    if "musiq" not in _as_legacy(info["IQAMAP_LoadIQAPrior"]["input"]["required"]["name"])[0]:
         pytest.skip("ComfyUI's Python has no pyiqa: the missing-weights case cannot be queued")
     if _host_reachable("https://huggingface.co", 3.0):
         pytest.skip("huggingface.co is reachable: Load IQA Prior would download MUSIQ's weights, not report them "
@@ -162,6 +191,24 @@ def test_bad_input_errors_are_ours_inside_comfyui(server):
     msg = err["exception_message"]
     assert "weights file 'musiq_koniq_ckpt" in msg and "Download it from https://" in msg, msg
     assert f"put it into {(server.base / 'models' / 'iqa').resolve()}" in msg, msg
+
+
+def test_a_combo_value_outside_its_options_never_reaches_the_node(server):
+    """ComfyUI refuses it when the prompt is queued (V1 combos, and V3 ones from 0.8.0); 0.3.64 passes V3 combo
+    values on unchecked, and the pack's V3 wrapper refuses it before the node runs."""
+    p = ui_to_api(json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text()), server.get("/object_info"))
+    for node in p.values():
+        if node["class_type"] == "IQAMAP_LoadIQAPrior":
+            node["inputs"]["device"] = "tpu"
+    try:
+        pid = server.queue(p)
+    except AssertionError as e:  # POST /prompt -> 400 with ComfyUI's own validation
+        assert "value_not_in_list" in str(e) and "tpu" in str(e), e
+        return
+    entry = server.wait(pid, 300)
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert len(errors) == 1 and errors[0]["node_type"] == "IQAMAP_LoadIQAPrior", entry["status"]["messages"]
+    assert "device 'tpu' is not one of: auto, cpu, gpu" in errors[0]["exception_message"], errors[0]
 
 
 def _in_process(tmp_path, script: str) -> dict:

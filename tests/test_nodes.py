@@ -95,7 +95,7 @@ def test_settings_inputs_are_marked_lists_of_their_nodes():
 
 
 def test_schema_renders_advanced_and_orders_required_first():
-    from iqa_map.nodes.schema import Input, Schema
+    from iqa_map.nodes.schema import Input, Schema, check_choices
     s = Schema("X", "X", "x", "IQA-MAP", inputs=[
         Input("a", "FLOAT", "a", optional=True, default=0.5, advanced=True), Input("b", "MODEL", "b"),
         Input("c", "COMBO", "c", options=lambda: ["p", "q"], default="q")])
@@ -105,6 +105,9 @@ def test_schema_renders_advanced_and_orders_required_first():
     assert spec["required"]["c"] == (["p", "q"], {"default": "q", "tooltip": "c"})
     with pytest.raises(ValueError, match="COMBO"):
         Input("d", "COMBO", "d")
+    check_choices(s, {"c": "p", "b": object()})
+    with pytest.raises(ValueError, match="X: c 'r' is not one of: p, q"):
+        check_choices(s, {"c": "r"})
     with pytest.raises(ValueError, match="repeat"):
         Schema("X", "X", "x", "IQA-MAP", inputs=[Input("a", "MODEL", "a"), Input("a", "VAE", "a")])
 

@@ -20,12 +20,13 @@ def test_core_import_does_not_import_comfyui():
 
 
 def _node_count() -> int:
-    from iqa_map import NODE_CLASS_MAPPINGS
-    return len(NODE_CLASS_MAPPINGS)
+    from iqa_map.nodes import NODES
+    return len(NODES)
 
 
 def test_pack_loads_under_any_folder_name(tmp_path):
-    """ComfyUI imports custom_nodes/<folder>/__init__.py with the folder name as module name."""
+    """ComfyUI imports custom_nodes/<folder>/__init__.py with the folder name as module name, and takes the V3
+    path (``comfy_entrypoint``) only when the module has no NODE_CLASS_MAPPINGS."""
     dest = tmp_path / "ComfyUI-IQA-MAP-main"
     shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(".venv", ".git", "out", "runs", "__pycache__"))
     code = (
@@ -33,7 +34,11 @@ def test_pack_loads_under_any_folder_name(tmp_path):
         f"spec = importlib.util.spec_from_file_location('ComfyUI-IQA-MAP-main', r'{dest / '__init__.py'}',"
         f" submodule_search_locations=[r'{dest}'])\n"
         "mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)\n"
-        f"assert len(mod.NODE_CLASS_MAPPINGS) == {_node_count()} and mod.WEB_DIRECTORY == './web'\n"
+        "import inspect\n"
+        "assert not hasattr(mod, 'NODE_CLASS_MAPPINGS') and inspect.iscoroutinefunction(mod.comfy_entrypoint)\n"
+        f"assert len(sys.modules['ComfyUI-IQA-MAP-main.nodes'].NODES) == {_node_count()}\n"
+        "assert mod.WEB_DIRECTORY == './web'\n"
+        "assert 'comfy_api' not in sys.modules, 'ComfyUI API imported before ComfyUI asked for the nodes'\n"
         "assert 'iqa_map' not in sys.modules, 'the pack must not import itself by its library name'\n"
         "edict = sys.modules['ComfyUI-IQA-MAP-main'].__name__\n"
         "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.edict')\n"
@@ -56,6 +61,21 @@ def test_no_absolute_self_imports():
     assert not offenders, f"use relative imports inside the pack: {offenders}"
 
 
+def test_comfy_api_is_imported_only_inside_functions():
+    """Only the V3 builder imports ComfyUI's API, when ComfyUI loads the pack (CI has no ComfyUI)."""
+    offenders = []
+    for p in [REPO / "__init__.py"] + [p for sub in ("core", "nodes", "cli") for p in (REPO / sub).rglob("*.py")]:
+        tree = ast.parse(p.read_text())
+        inside = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n.split(".")[0] == "comfy_api" for n in names) and id(node) not in inside:
+                offenders.append(f"{p.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders
+
+
 def test_torch_is_not_a_declared_dependency():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     deps = meta["project"]["dependencies"] + [
@@ -74,6 +94,9 @@ def test_registry_metadata():
     assert project["name"] and project["version"] and len(project["description"]) > 20
     assert project["license"] == "Apache-2.0" and project["urls"]["Repository"].startswith("https://")
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"].startswith("https://")
+    # The oldest ComfyUI whose V3 node API (comfy_api.latest) the nodes are tested on; ComfyUI's own
+    # comfy_config parser reads it from [tool.comfy].
+    assert comfy["requires-comfyui"] == ">=0.3.64"
     assert (REPO / "docs" / "icon.png").is_file() and comfy["Icon"].endswith("docs/icon.png")
     assert (REPO / "web" / "js").is_dir()
 
