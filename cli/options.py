@@ -96,6 +96,5 @@ def _checked(cls, make):
         record = make()
         record.validate()
     except S.SettingsError as e:
-        flag = flag_of(cls, e.field)
-        raise ValueError(str(e).replace(e.field, flag, 1)) from None
+        raise ValueError(S.renamed(str(e), {f.name: flag_of(cls, f.name) for f in dataclasses.fields(cls)})) from None
     return record

@@ -13,11 +13,11 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
+from . import tiling
 from .ascent import MapResult, check_image
 from .models import loading
 from .models.loading import DTYPES, LoadedModel, load_model
 from .settings import MapSettings, TileSettings, preset
-from .tiling import ascend_tiled
 
 __all__ = ["DTYPES", "enhance", "load_model", "load_prior"]
 
@@ -94,5 +94,5 @@ def enhance(
     h, w = image.shape[-2:]
     tile, overlap = (tiles.tile, tiles.tile_overlap) if tiles.tile else (max(h, w), 0)
     torch.manual_seed(s.seed)
-    return ascend_tiled(den, image.to(den.device), prior, s, tile=tile, overlap=overlap, codec=model.codec,
+    return tiling.ascend_tiled(den, image.to(den.device), prior, s, tile=tile, overlap=overlap, codec=model.codec,
                         monitors=monitors, weight_map=weight_map, cond=model.cond, callback=callback)

@@ -89,6 +89,15 @@ class SettingsError(ValueError):
         self.field = field
 
 
+def renamed(message: str, names: dict) -> str:
+    """``message`` with each field name (a whole word) replaced by a surface's name for it (a flag, an input)."""
+    import re
+
+    for field in sorted(names, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-]){re.escape(field)}(?![\w-])", names[field], message)
+    return message
+
+
 def check(record) -> None:
     """Every field of a settings record against its choices and range (``None`` passes where allowed)."""
     for f, opt in options(type(record)):

@@ -1,17 +1,14 @@
 """The method as nodes: DDIM Invert -> Latent MAP Ascent -> Decode."""
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
-from ..core.map import HACK_REFERENCES, MapSettings
-from ..core.objective import DEFAULT_WEIGHT
+from ..core.settings import ASCENT, INVERT
 from . import comfy
 from .schema import Input, Node, Output, Schema
+from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
 
 SCHEDULER_DEFAULT = "ddim_uniform"
@@ -43,15 +40,9 @@ def _samples(latent) -> torch.Tensor:
     return z
 
 
-#: DDIM Invert's inputs that mirror the library's inversion settings (MapSettings), in widget order.
-INVERSION_SETTINGS_INPUTS = [
-    Input("steps", "INT", "Sampler steps actually run (each costs two model evaluations with EDICT).",
-          default=MapSettings.steps, min=1, max=1000),
-    Input("strength", "FLOAT", "Fraction of the noise schedule inverted (like KSampler denoise). Lower keeps the "
-          "photo closer; 1.0 inverts to pure noise.", default=1.0, min=0.01, max=1.0, step=0.01),
-    Input("mix", "FLOAT", "EDICT mixing coefficient p (the paper's 0.93).", default=0.93, min=0.5, max=0.999,
-          step=0.001),
-]
+#: DDIM Invert's inputs that mirror the library's inversion settings, generated from their metadata (in widget
+#: order; settings added later come after the optional inputs).
+INVERSION_SETTINGS_INPUTS, _INVERSION_MORE = settings_inputs(INVERT, required=("steps", "strength", "mix"))
 
 
 class DDIMInvert(Node):
@@ -74,14 +65,18 @@ class DDIMInvert(Node):
             Input("negative", "CONDITIONING", "Negative conditioning, needed when cfg != 1.", optional=True),
             Input("cfg", "FLOAT", "Classifier-free guidance scale; 1.0 (no guidance) inverts most exactly.",
                   optional=True, default=1.0, min=0.0, max=30.0, step=0.1),
+            *_INVERSION_MORE,
         ],
         outputs=[Output(IQA_INVERSION, "inversion")],
     )
 
     @classmethod
-    def execute(cls, model, latent, method="edict", steps=10, strength=1.0, mix=0.93,
-               scheduler=SCHEDULER_DEFAULT, positive=None, negative=None, cfg=1.0):
+    def execute(cls, model, latent, method="edict", scheduler=SCHEDULER_DEFAULT, positive=None, negative=None,
+                cfg=1.0, **settings):
+        """``settings``: the inputs generated from the library's settings (steps, strength, mix, ...)."""
         from ..core import map as M
+        s = settings_from_inputs(INVERT, settings)
+        steps, strength, mix = s.steps, s.strength, s.mix
         z = _samples(latent)
         if _check_model(model) == "core":
             den = model.denoiser
@@ -113,48 +108,14 @@ def _weight_map(mask, shape, device) -> torch.Tensor | None:
     return (1 - m).to(device)
 
 
-#: Latent MAP Ascent's inputs that mirror the library's ascent settings (MapSettings), in widget order:
-#: the required ones, then the optional ones (they follow the optional sockets mask and monitor).
-MAP_SETTINGS_INPUTS = [
-    Input("fidelity", "COMBO", "Distance to the input that is penalised: nlpd (perceptual, as in the paper), mse, "
-          "ssim (1-SSIM) or none.", options=list(DEFAULT_WEIGHT), default="nlpd"),
-    Input("fidelity_weight", "FLOAT", "Lambda; -1 = the fidelity's default ("
-          + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT.items()) + "). Higher stays closer to the photo.",
-          default=-1.0, min=-1.0, max=1e6, step=0.5),
-    Input("iterations", "INT", "Gradient steps.", default=MapSettings.iterations, min=0, max=1000),
-    Input("learning_rate", "FLOAT", "0 = the optimiser's default (adam 0.003; momentum 2.0, the public recipe's). "
-          "Steps are taken in the unit-scale (variance-preserving) latent.", default=0.0, min=0.0, max=100.0,
-          step=0.0005),
-    Input("optimizer", "COMBO", "momentum: the public recipe's clipped momentum update (the default); adam.",
-          options=["momentum", "adam"], default="momentum"),
-    Input("seed", "INT", "Seeds the optional perturbation; the result is deterministic for a seed.", default=0,
-          min=0, max=0xFFFFFFFFFFFFFFFF),
-    Input("hack_margin", "FLOAT", "Monitor drop (calibrated points) that counts as fooling the prior.",
-          optional=True, default=10.0, min=0.0, max=100.0, step=0.5),
-    Input("on_hack", "COMBO", "stop: end the run and keep the best iterate before the hack; warn: note it in the "
-          "history and go on.", optional=True, options=["stop", "warn"], default="stop"),
-    Input("patience", "INT", "Stop after this many iterations without improvement (0 = never).", optional=True,
-          default=0, min=0, max=1000),
-    Input("perturb", "FLOAT", "Std of a seeded random perturbation added each step (DOODL uses 1e-4).",
-          optional=True, default=0.0, min=0.0, max=1.0, step=0.0001),
-    Input("adaptive_fidelity", "COMBO", "Quality-adaptive fidelity: weight the fidelity by this prior's quality "
-          "map of the photo ('prior' = the optimised prior), so good regions are held closer than damaged ones "
-          "(see adaptive_normalise). cnniqa-builtin draws the most accurate maps (README benchmark).",
-          optional=True, options=["off", "cnniqa-builtin", "piqe", "brisque", "niqe", "prior"], default="off"),
-    Input("adaptive_floor", "FLOAT", "Adaptive fidelity: weight of the worst region relative to the best "
-          "(> 0 with adaptive_normalise 'worst' or 'damaged').", optional=True, default=0.1, min=0.0, max=1.0,
-          step=0.01),
-    Input("adaptive_normalise", "COMBO", "Adaptive fidelity: 'worst' keeps fidelity_weight in the worst region "
-          "and holds better ones up to 1/floor times tighter (good regions stay as they are); 'damaged' keeps "
-          "fidelity_weight on every pixel the map classes as damaged (Otsu split), so the whole damaged region is "
-          "as free as without the map; 'mean' moves the same total fidelity from damaged to good regions (more "
-          "prior gain, damaged regions drift more).", optional=True, options=["worst", "damaged", "mean"],
-          default="worst"),
-    # New widgets go last: saved graphs list widget values by position.
-    Input("hack_reference", "COMBO", "Measure the monitor's drop from its best score so far (peak, default: "
-          "catches a judge that first rises, then falls) or from its score on the photo (start).", optional=True,
-          options=list(HACK_REFERENCES), default=HACK_REFERENCES[0]),
-]
+#: Latent MAP Ascent's inputs that mirror the library's ascent settings, generated from their metadata: the
+#: required ones, then the optional ones (after the optional sockets mask and monitor), in widget order; settings
+#: added later come last.
+MAP_SETTINGS_REQUIRED, MAP_SETTINGS_OPTIONAL = settings_inputs(
+    ASCENT, required=("fidelity", "fidelity_weight", "iterations", "learning_rate", "optimizer", "seed"),
+    optional=("hack_margin", "on_hack", "patience", "perturb", "adaptive_fidelity", "adaptive_floor",
+              "adaptive_normalise", "hack_reference"))
+MAP_SETTINGS_INPUTS = [*MAP_SETTINGS_REQUIRED, *MAP_SETTINGS_OPTIONAL]
 
 
 class LatentMAPAscent(Node):
@@ -182,10 +143,8 @@ class LatentMAPAscent(Node):
     )
 
     @classmethod
-    def execute(cls, model, vae, prior, inversion, fidelity="nlpd", fidelity_weight=-1.0,
-               iterations=MapSettings.iterations, learning_rate=0.0, optimizer="momentum", seed=0, mask=None,
-               monitor=None, hack_margin=10.0, on_hack="stop", patience=0, perturb=0.0, adaptive_fidelity="off",
-               adaptive_floor=0.1, adaptive_normalise="worst", hack_reference=MapSettings.hack_reference):
+    def execute(cls, model, vae, prior, inversion, mask=None, monitor=None, **settings):
+        """``settings``: the inputs generated from the library's settings (fidelity, iterations, ...)."""
         from ..core import map as M
         if not isinstance(inversion, InversionState):
             raise TypeError("'inversion' must come from DDIM Invert")
@@ -194,12 +153,8 @@ class LatentMAPAscent(Node):
                 or (kind == "core" and model is not inversion.model):
             raise ValueError("the inversion was made with a different MODEL; connect the same MODEL to DDIM Invert "
                              "and Latent MAP Ascent")
-        settings = M.MapSettings(iterations=iterations, optimizer=optimizer, lr=learning_rate or None,
-                                 fidelity=fidelity, fidelity_weight=None if fidelity_weight < 0 else fidelity_weight,
-                                 seed=seed, hack_margin=hack_margin, on_hack=on_hack, hack_reference=hack_reference,
-                                 patience=patience or None,
-                                 perturb=perturb, adaptive_floor=adaptive_floor, adaptive_normalise=adaptive_normalise,
-                                 adaptive_fidelity=None if adaptive_fidelity == "off" else adaptive_fidelity)
+        settings = settings_from_inputs(ASCENT, settings)
+        iterations, seed = settings.iterations, settings.seed
         monitors = [monitor] if monitor is not None else []
         progress = comfy.Progress(iterations, "ascent")
         inv = inversion.inversion
@@ -231,8 +186,7 @@ class LatentMAPAscent(Node):
             out = comfy.run_in_comfy_sampler(inversion.model, raw, inv.sigmas, sampler_run, inversion.positive,
                                              inversion.negative, inversion.cfg, seed)
             res = box["res"]
-        report = _jsonable(res.report)
-        return ({"samples": out.detach().float().cpu()}, json.dumps(report, indent=1))
+        return ({"samples": out.detach().float().cpu()}, res.report.to_json(indent=1))
 
 
 def _check_size(shape) -> None:
@@ -242,20 +196,6 @@ def _check_size(shape) -> None:
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"the image is {w}x{h} pixels; Latent MAP Ascent needs at least {MIN_SIDE}x{MIN_SIDE}: "
                          "scale it up first (e.g. Upscale Image) or use a larger photo")
-
-
-def _jsonable(obj):
-    if isinstance(obj, Mapping):  # the run's report is a Mapping (core.loop.Report), its parts dicts
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if torch.is_tensor(obj):
-        return obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 class Decode(Node):

@@ -342,8 +342,8 @@ def test_node_image_too_small():
     with torch.inference_mode():
         model, vae = N["IQAMAP_LoadBuiltinPriorModel"].execute("cpu")
         prior, = N["IQAMAP_LoadIQAPrior"].execute("builtin", "default", "cpu")
-        inv, = N["IQAMAP_DDIMInvert"].execute(model, {"samples": vae.encode(torch.rand(1, 8, 12, 3))}, "edict", 2,
-                                              0.3)
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, {"samples": vae.encode(torch.rand(1, 8, 12, 3))}, "edict",
+                                              steps=2, strength=0.3)
         with pytest.raises(ValueError) as e:
             N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=1)
     assert str(e.value) == ("the image is 12x8 pixels; Latent MAP Ascent needs at least 16x16: scale it up first "

@@ -30,11 +30,16 @@ def test_node_contract(key):
     if hasattr(cls, "RETURN_NAMES"):
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
     fn = getattr(cls, cls.FUNCTION)
-    params = inspect.signature(fn).parameters
+    params = dict(inspect.signature(fn).parameters)
+    # The inputs generated from the library's settings arrive as keyword arguments (nodes/settings_inputs.py).
+    generated = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params = {n: p for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
     for section, inputs in spec.items():
         for name, (kind, *opts) in inputs.items():
             assert opts and opts[0].get("tooltip"), f"{key}.{name} has no tooltip"
-            assert name in params, f"{key}.{cls.FUNCTION} does not take '{name}'"
+            if name not in params:
+                assert generated, f"{key}.{cls.FUNCTION} does not take '{name}'"
+                continue
             if section == "optional":
                 assert params[name].default is not inspect.Parameter.empty, f"optional {key}.{name} needs a default"
             if isinstance(kind, list):
@@ -83,15 +88,18 @@ def test_node_interface_is_unchanged():
     assert node_interface() == json.loads(INTERFACE.read_text()), "the node interface changed (see the docstring)"
 
 
-def test_settings_inputs_are_marked_lists_of_their_nodes():
-    """The inputs mirroring the library's settings are one list per node (to be generated from settings metadata)."""
+def test_settings_inputs_are_generated_and_keep_their_places():
+    """The inputs mirroring the library's settings come from its metadata (tests/test_settings.py checks them
+    field by field); those saved workflows know stay where they were, new ones come last."""
     from iqa_map.nodes.map_nodes import INVERSION_SETTINGS_INPUTS, MAP_SETTINGS_INPUTS
     for key, inputs in (("IQAMAP_DDIMInvert", INVERSION_SETTINGS_INPUTS),
                         ("IQAMAP_LatentMAPAscent", MAP_SETTINGS_INPUTS)):
         declared = N[key].SCHEMA.inputs
         assert all(any(i is d for d in declared) for i in inputs), key
     assert [i.id for i in INVERSION_SETTINGS_INPUTS] == ["steps", "strength", "mix"]
-    assert MAP_SETTINGS_INPUTS[0].id == "fidelity" and MAP_SETTINGS_INPUTS[-1].id == "hack_reference"
+    ids = [i.id for i in MAP_SETTINGS_INPUTS]
+    assert ids[:6] == ["fidelity", "fidelity_weight", "iterations", "learning_rate", "optimizer", "seed"]
+    assert ids.index("hack_reference") < ids.index("lr_schedule")
 
 
 def test_schema_renders_advanced_and_orders_required_first():
@@ -122,7 +130,7 @@ def cpu_graph():
         prior, = N["IQAMAP_LoadIQAPrior"].execute("builtin", "default", "cpu")
         monitor, = N["IQAMAP_LoadIQAPrior"].execute("piqe", "default", "cpu")
         latent = {"samples": vae.encode(image)}
-        inv, = N["IQAMAP_DDIMInvert"].execute(model, latent, "edict", 3, 0.35)
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, latent, "edict", steps=3, strength=0.35)
         out, history = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=3, monitor=monitor,
                                                            on_hack="warn", hack_reference="peak")
         decoded, = N["IQAMAP_Decode"].execute(out, vae)
@@ -174,7 +182,7 @@ def test_mask_frees_pixels_from_fidelity(cpu_graph):
 def test_ddim_inversion_is_approximate_edict_exact(cpu_graph):
     g = cpu_graph
     with torch.inference_mode():
-        inv, = N["IQAMAP_DDIMInvert"].execute(g.model, g.latent, "ddim", 3, 0.35)
+        inv, = N["IQAMAP_DDIMInvert"].execute(g.model, g.latent, "ddim", steps=3, strength=0.35)
         _, hist = N["IQAMAP_LatentMAPAscent"].execute(g.model, g.vae, g.prior, inv, iterations=0)
     assert json.loads(hist)["inversion_error"] > 10 * max(g.report["inversion_error"], 1e-9)
 

@@ -89,3 +89,42 @@ def test_the_command_line_gives_the_library_defaults_unless_told_otherwise():
 def test_a_bad_setting_is_named_by_its_flag(argv, flag):
     with pytest.raises(ValueError, match=flag):
         _settings(*argv)
+
+
+@pytest.mark.parametrize("cls,f,opt", FIELDS, ids=IDS)
+def test_every_field_is_a_node_input_or_says_why_not(cls, f, opt):
+    from iqa_map.nodes import NODES
+
+    if opt.node is None:
+        assert opt.why, f"{f.name} is library-only on the nodes: say why"
+        return
+    key, name = opt.node
+    spec = NODES[key].INPUT_TYPES()
+    section = next(sec for sec in spec.values() if name in sec)
+    kind, extra = section[name]
+    default = opt.unset if f.default is None else f.default
+    assert extra["default"] == default and extra.get("advanced", False) == opt.advanced
+    assert opt.help[1:30] in extra["tooltip"]
+    if opt.choices:
+        assert [c for c in kind if c != opt.unset] == list(opt.choices)
+    if opt.range:
+        assert extra["max"] == opt.range[1] and extra["min"] <= opt.range[0]
+
+
+@pytest.mark.parametrize("key", [S.INVERT, S.ASCENT])
+def test_node_values_read_back_as_the_library_settings(key):
+    from iqa_map.nodes import NODES
+    from iqa_map.nodes.settings_inputs import settings_from_inputs
+
+    spec = NODES[key].INPUT_TYPES()
+    mine = {opt.node[1] for _, opt in S.options(S.MapSettings) if opt.node and opt.node[0] == key}
+    defaults = {n: extra["default"] for sec in spec.values() for n, (_, extra) in sec.items() if n in mine}
+    assert mine == set(defaults)
+    with pytest.raises(TypeError, match="no input scheduler"):
+        settings_from_inputs(key, {**defaults, "scheduler": "karras"})  # a node's own inputs are not settings
+    assert settings_from_inputs(key, defaults) == S.MapSettings()  # every unset widget value means None
+    if key == S.ASCENT:
+        s = settings_from_inputs(key, {**defaults, "learning_rate": 0.5, "patience": 3, "adaptive_fidelity": "niqe"})
+        assert (s.lr, s.patience, s.adaptive_fidelity) == (0.5, 3, "niqe")
+        with pytest.raises(ValueError, match="^learning_rate must be between"):
+            settings_from_inputs(key, {**defaults, "learning_rate": 1000.0})

@@ -10,6 +10,7 @@ from PIL import Image
 
 from iqa_map.cli import main
 from iqa_map.core import map as M
+from iqa_map.core import tiling
 from iqa_map.core.tiling import Grid, ascend_tiled, tile_grid
 
 from test_map import FAST, Brightness, _pixel_model
@@ -156,10 +157,11 @@ def test_adaptive_fidelity_draws_one_map_from_the_whole_photo(monkeypatch):
         calls.append((img.shape, kw["weight_map"], s.adaptive_fidelity))
         return real(den_, img, prior, s, **kw)
 
-    monkeypatch.setattr(M, "ascend", spy)
+    monkeypatch.setattr(tiling, "ascend", spy)
     s = dataclasses.replace(M.MapSettings(**FAST), adaptive_fidelity="prior", adaptive_window=8, adaptive_stride=4)
     ascend_tiled(den, x, Brightness(), s, tile=24, overlap=6)
     whole = M.adaptive_weight(Brightness(), s, x, (40, 44))
+    assert len(calls) == len(Grid(40, 44, 24, 6).boxes()) > 1
     for (y, xx, th, tw), (shape, wmap, adaptive) in zip(Grid(40, 44, 24, 6).boxes(), calls):
         assert adaptive is None and shape[-2:] == (th, tw)
         assert torch.allclose(wmap, whole[..., y:y + th, xx:xx + tw])

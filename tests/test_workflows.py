@@ -81,3 +81,28 @@ def test_workflows_match_their_generator():
     for name, build in gen.WORKFLOWS.items():
         shipped = json.loads((REPO / "workflows" / f"{name}.json").read_text())
         assert build().ui() == shipped, f"{name}.json is stale: run python tools/make_workflows.py"
+
+
+def test_a_workflow_saved_before_the_newer_inputs_runs_with_their_defaults():
+    """Inputs added later sit after every older widget: a graph saved before them (fewer widget values) keeps its
+    values, and the missing ones fall back to the library's defaults."""
+    from comfy_harness import ui_to_api
+
+    from iqa_map.core.settings import ASCENT
+    from iqa_map.nodes.settings_inputs import settings_from_inputs
+
+    info = {k: {"input": cls.INPUT_TYPES()} for k, cls in NODES.items()}
+    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    ui["nodes"] = [n for n in ui["nodes"] if n["type"] in NODES]  # (widget values are all this reads)
+    node = next(n for n in ui["nodes"] if n["type"] == ASCENT)
+    node["widgets_values"][2] = 5  # iterations, set by the user
+    full = ui_to_api(ui, info)[str(node["id"])]["inputs"]
+    older = [n for n in NODES[ASCENT].SCHEMA.ordered_inputs() if n.is_widget]
+    newest = older.index(next(i for i in older if i.id == "lr_schedule"))  # the first input added in 0.2.0
+    node["widgets_values"] = node["widgets_values"][:newest + 1]  # + 1: the seed's control value
+    old = ui_to_api(ui, info)[str(node["id"])]["inputs"]
+    widgets = {i.id for i in older}
+    assert set(full) - set(old) == {i.id for i in older[newest:]}
+    pick = lambda inputs: {k: v for k, v in inputs.items() if k in widgets}  # noqa: E731
+    assert settings_from_inputs(ASCENT, pick(old)) == settings_from_inputs(ASCENT, pick(full))
+    assert settings_from_inputs(ASCENT, pick(old)).iterations == 5

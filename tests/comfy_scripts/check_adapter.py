@@ -66,7 +66,7 @@ def main():
         pos, = core_nodes.CLIPTextEncode().encode(clip, "")
         lat, = core_nodes.VAEEncode().encode(vae, img)
         prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
-        inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", 3, 0.5, positive=pos)
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=3, strength=0.5, positive=pos)
         # Sample the pair back through a fresh ComfyUI sampling: EDICT must give the latent again.
         from iqa_map.nodes import comfy as C
         back = C.run_in_comfy_sampler(model, lat["samples"], inv.inversion.sigmas,
@@ -82,14 +82,14 @@ def main():
         theirs, = core_nodes.VAEDecode().decode(vae, res)
         out["decode_max_diff"] = float((ours - theirs).abs().max())
         out["image_shape"] = list(ours.shape)
-        ddim_inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "ddim", 3, 0.5, positive=pos)
+        ddim_inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "ddim", steps=3, strength=0.5, positive=pos)
         _, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, ddim_inv, iterations=1)
         out["ddim_inversion_error"] = json.loads(hist)["inversion_error"]
 
         # v-prediction (SD2.x-style), through ComfyUI's own ModelSamplingDiscrete patch node.
         from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
         vmodel = ModelSamplingDiscrete().patch(model, "v_prediction", False)[0]
-        vinv, = N["IQAMAP_DDIMInvert"].execute(vmodel, lat, "edict", 3, 0.5, positive=pos)
+        vinv, = N["IQAMAP_DDIMInvert"].execute(vmodel, lat, "edict", steps=3, strength=0.5, positive=pos)
         _, vhist = N["IQAMAP_LatentMAPAscent"].execute(vmodel, vae, prior, vinv, iterations=1)
         out["vpred_inversion_error"] = json.loads(vhist)["inversion_error"]
 
@@ -101,13 +101,13 @@ def main():
 
         def xl_cond(pooled):
             return [[torch.zeros(1, 77, 64), {"pooled_output": torch.full((1, 1280), pooled)}]]
-        xinv, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", 3, 0.5, positive=xl_cond(0.0))
+        xinv, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", steps=3, strength=0.5, positive=xl_cond(0.0))
         xres, xhist = N["IQAMAP_LatentMAPAscent"].execute(xl, vae, prior, xinv, iterations=2)
         xreport = json.loads(xhist)
         out["sdxl_inversion_error"] = xreport["inversion_error"]
         out["sdxl_scores"] = [h["score"] for h in xreport["history"]]
         out["sdxl_latent_shape"] = list(xres["samples"].shape)
-        other, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", 3, 0.5, positive=xl_cond(1.0))
+        other, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", steps=3, strength=0.5, positive=xl_cond(1.0))
         out["sdxl_pooled_changes_inversion"] = float((other.inversion.pair[0] - xinv.inversion.pair[0]).abs().max())
 
         # A flow-matching model must be refused with a clear message.
@@ -131,7 +131,7 @@ def main():
         dmodel, = N["IQAMAP_DenoiserAsDiffusionModel"].execute(desc, 0.0, 0.5)
         bvae = N["IQAMAP_LoadBuiltinPriorModel"].execute("cpu")[1]
         plat = {"samples": bvae.encode(img)}
-        pinv, = N["IQAMAP_DDIMInvert"].execute(dmodel, plat, "edict", 3, 0.5)
+        pinv, = N["IQAMAP_DDIMInvert"].execute(dmodel, plat, "edict", steps=3, strength=0.5)
         pres, phist = N["IQAMAP_LatentMAPAscent"].execute(dmodel, bvae, prior, pinv, iterations=1)
         out["dncnn_inversion_error"] = json.loads(phist)["inversion_error"]
         out["dncnn_image_shape"] = list(N["IQAMAP_Decode"].execute(pres, bvae)[0].shape)
