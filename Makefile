@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_PKGS ?= torch torchvision
 PYTEST_ARGS ?=
 
-.PHONY: install test test-comfyui demo bench clean
+.PHONY: install test test-comfyui test-browser demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 test-comfyui: install
 	@test -n "$(COMFYUI_PATH)" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
 	$(BIN)/python -m pytest -q -rs -m comfyui $(PYTEST_ARGS)
+
+# The front end in Debian's chromium (apt-get install chromium chromium-driver): COMFYUI_PATH=<checkout> make test-browser
+test-browser: install
+	@test -n "$(COMFYUI_PATH)" || { echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2; }
+	$(BIN)/python -m pytest -q -rs -m browser $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m iqa_map demo --output out/demo

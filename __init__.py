@@ -14,7 +14,41 @@ if __package__:
 # checkout's folder name is not an identifier. There is no pack to register then (ComfyUI and
 # `import iqa_map` always import it as a package).
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The version declared once, in pyproject.toml (beside this file in a checkout or ComfyUI's custom_nodes),
+    else the installed distribution's."""
+    import pathlib
+    import re
+
+    try:
+        text = (pathlib.Path(__file__).with_name("pyproject.toml")).read_text(encoding="utf-8")
+        return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    except (OSError, AttributeError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("iqa-map")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+__version__ = _version()
+
+#: The library's one-call entry points, imported on first use (ComfyUI's import of the pack stays light).
+_LAZY = {"enhance": "pipeline", "load_model": "pipeline", "load_prior": "pipeline", "MapSettings": "settings",
+         "TileSettings": "settings", "preset": "settings"}
+
+
+def __getattr__(name):
+    if name in _LAZY and __package__:
+        import importlib
+
+        return getattr(importlib.import_module(f".core.{_LAZY[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Front-end extension: shows IQA Score results on the node (ComfyUI serves it for V3 packs too).
 WEB_DIRECTORY = "./web"
-__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY", "__version__", *_LAZY]

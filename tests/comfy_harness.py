@@ -173,3 +173,48 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                     values.pop(0)
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+#: How the shipped workflows run against the tiny random-weight models, small and short (the CPU workflows run
+#: as shipped): class_type -> {input: value}.
+SMALL = {
+    "CheckpointLoaderSimple": {"ckpt_name": "tiny_sd15.safetensors"},
+    "UpscaleModelLoader": {"model_name": "tiny_compact_x4.pth"},
+    "ImageScale": {"width": 64, "height": 64},
+    "IQAMAP_LatentMAPAscent": {"iterations": 2},
+    "IQAMAP_DDIMInvert": {"steps": 2},
+    "IQAMAP_IQAFineTuneUpscaler": {"steps": 2, "crop": 8, "batch": 1},
+    "KSampler": {"steps": 2},
+}
+
+
+def small(prompt: dict) -> dict:
+    """An API-format prompt with :data:`SMALL` applied."""
+    for node in prompt.values():
+        node["inputs"].update(SMALL.get(node["class_type"], {}))
+    return prompt
+
+
+def widget_slots(node_type: str, object_info: dict) -> dict:
+    """``{widget name: index in widgets_values}`` as the front end lays them out (see :func:`ui_to_api`)."""
+    slots, k = {}, 0
+    info = object_info[node_type]["input"]
+    for section in ("required", "optional"):
+        for name, spec in info.get(section, {}).items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if not (isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")):
+                continue
+            slots[name] = k
+            k += 1 + bool(kind == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed")))
+            k += bool(opts.get("image_upload"))
+    return slots
+
+
+def small_ui(ui: dict, object_info: dict) -> dict:
+    """A UI-format workflow with :data:`SMALL` applied to its widget values (for the browser)."""
+    for node in ui["nodes"]:
+        changes = SMALL.get(node["type"], {})
+        slots = widget_slots(node["type"], object_info) if changes else {}
+        for name, value in changes.items():
+            node["widgets_values"][slots[name]] = value
+    return ui

@@ -9,15 +9,16 @@ denoiser) that the tests build into a temporary models folder.
 import json
 import re
 import time
+import urllib.request
 
 import pytest
-from comfy_harness import REPO, ComfyServer, comfyui_path, run_script, ui_to_api
+from comfy_harness import REPO, ComfyServer, comfyui_path, run_script, small, ui_to_api
 
 from iqa_map.nodes import NODES
 from iqa_map.nodes.schema import legacy_input_types
 
 pytestmark = pytest.mark.comfyui
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -74,25 +75,15 @@ def test_pack_loads_and_lists_every_node(server):
             assert node["type"] in info, f"{path.name}: {node['type']} is not a node of this ComfyUI"
 
 
-def _small(prompt: dict, size: int = 64, iterations: int = 2) -> dict:
-    """The SD workflows against the tiny random checkpoint, at small size and few iterations."""
-    for node in prompt.values():
-        ins = node["inputs"]
-        if node["class_type"] == "CheckpointLoaderSimple":
-            ins["ckpt_name"] = "tiny_sd15.safetensors"
-        elif node["class_type"] == "UpscaleModelLoader":
-            ins["model_name"] = "tiny_compact_x4.pth"
-        elif node["class_type"] == "ImageScale":
-            ins["width"] = ins["height"] = size
-        elif node["class_type"] == "IQAMAP_LatentMAPAscent":
-            ins["iterations"] = iterations
-        elif node["class_type"] == "IQAMAP_DDIMInvert":
-            ins["steps"] = 2
-        elif node["class_type"] == "IQAMAP_IQAFineTuneUpscaler":
-            ins.update(steps=2, crop=8, batch=1)
-        elif node["class_type"] == "KSampler":
-            ins["steps"] = 2
-    return prompt
+def test_the_template_browser_lists_every_example_workflow(server):
+    """Workflow -> Browse Templates: ComfyUI lists a pack's example_workflows/ and serves each with its thumbnail."""
+    listed = server.get("/api/workflow_templates")
+    assert sorted(listed.get("ComfyUI-IQA-MAP", [])) == sorted(p.stem for p in WORKFLOWS)
+    for path in WORKFLOWS:
+        for suffix in (".json", ".jpg"):
+            url = f"{server.url}/api/workflow_templates/ComfyUI-IQA-MAP/{path.stem}{suffix}"
+            with urllib.request.urlopen(url, timeout=30) as r:
+                assert r.read() == path.with_suffix(suffix).read_bytes()
 
 
 def _run(server, prompt: dict, timeout=900) -> dict:
@@ -107,7 +98,7 @@ def _run(server, prompt: dict, timeout=900) -> dict:
 def test_shipped_workflow_runs(server, path):
     prompt = ui_to_api(json.loads(path.read_text()), server.get("/object_info"))
     if "cpu" not in path.stem:
-        prompt = _small(prompt)  # the CPU workflow runs as shipped
+        prompt = small(prompt)  # the CPU workflow runs as shipped
     entry = _run(server, prompt)
     saved = [img for out in entry["outputs"].values() for img in out.get("images", [])]
     n_save = sum(1 for n in prompt.values() if n["class_type"] == "SaveImage")
@@ -120,7 +111,7 @@ def test_shipped_workflow_runs(server, path):
 
 
 def test_interrupt_stops_the_ascent_within_one_iteration(server):
-    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / "iqa_map_cpu_builtin.json").read_text())
     prompt = ui_to_api(ui, server.get("/object_info"))
     for node in prompt.values():
         if node["class_type"] == "IQAMAP_LatentMAPAscent":
@@ -147,7 +138,7 @@ def test_bad_input_errors_are_ours_inside_comfyui(server):
     what to do, raised by the pack's own code, not the last line of a torch or pyiqa traceback (README, Bad input)."""
     from iqa_map.core.priors.weights import _host_reachable
 
-    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / "iqa_map_cpu_builtin.json").read_text())
     info = server.get("/object_info")
 
     def prompt(size, **prior_names):
@@ -196,7 +187,7 @@ def test_bad_input_errors_are_ours_inside_comfyui(server):
 def test_a_combo_value_outside_its_options_never_reaches_the_node(server):
     """ComfyUI refuses it when the prompt is queued (V1 combos, and V3 ones from 0.8.0); 0.3.64 passes V3 combo
     values on unchecked, and the pack's V3 wrapper refuses it before the node runs."""
-    p = ui_to_api(json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text()), server.get("/object_info"))
+    p = ui_to_api(json.loads((REPO / "example_workflows" / "iqa_map_cpu_builtin.json").read_text()), server.get("/object_info"))
     for node in p.values():
         if node["class_type"] == "IQAMAP_LoadIQAPrior":
             node["inputs"]["device"] = "tpu"
@@ -293,15 +284,17 @@ def test_regional_prompt_entries_reach_the_model(tmp_path):
 
 def test_regional_prompt_bad_inputs_inside_comfyui(server):
     """Empty pools, C_min > C_max, a quality map of another size: the node's own message, not a traceback's."""
-    ui = json.loads((REPO / "workflows" / "iqa_map_sd15_regional_img2img.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / "iqa_map_sd15_regional_img2img.json").read_text())
     info = server.get("/object_info")
     load = next(n["id"] for n in ui["nodes"] if n["type"] == "LoadImage")
     for change, message in (({"low_pool": "  \n "}, "need at least one phrase"),
                             ({"c_min": 5, "c_max": 2}, "c_min (5) must not exceed c_max (2)"),
                             # Load Image's MASK (64x64 for a photo without alpha) beside an 80x80 IMAGE
                             ({"quality_map": [str(load), 1]}, "give the map of this image")):
-        p = _small(ui_to_api(ui, info), size=80)
+        p = small(ui_to_api(ui, info))
         for node in p.values():
+            if node["class_type"] == "ImageScale":
+                node["inputs"].update(width=80, height=80)
             if node["class_type"] == "IQAMAP_IQARegionalPrompt":
                 node["inputs"].update(change)
         entry = server.wait(server.queue(p), 300)

@@ -99,6 +99,91 @@ def test_registry_metadata():
     assert comfy["requires-comfyui"] == ">=0.3.64"
     assert (REPO / "docs" / "icon.png").is_file() and comfy["Icon"].endswith("docs/icon.png")
     assert (REPO / "web" / "js").is_dir()
+    # The registry's OS and accelerator lists (comfy-cli's config_parser accepts exactly these prefixes/values).
+    classifiers = project["classifiers"]
+    assert "Operating System :: OS Independent" in classifiers
+    accelerators = [c for c in classifiers if c.startswith("Environment ::")]
+    assert accelerators and set(accelerators) <= {f"Environment :: {a}" for a in (
+        "GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NPU :: Huawei Ascend", "GPU :: Apple Metal")}
+
+
+def test_the_version_is_declared_once_and_the_changelog_names_it():
+    import iqa_map
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version) and iqa_map.__version__ == version
+    entries = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d\d-\d\d)$", (REPO / "CHANGELOG.md").read_text(), re.M)
+    assert entries and entries[0][0] == version, "add a CHANGELOG entry for the version in pyproject.toml"
+    assert [tuple(map(int, v.split("."))) for v, _ in entries] == sorted(
+        (tuple(map(int, v.split("."))) for v, _ in entries), reverse=True)
+
+
+def test_the_library_entry_points_are_at_the_top():
+    import iqa_map
+    from iqa_map.core import pipeline, settings
+
+    assert iqa_map.enhance is pipeline.enhance and iqa_map.MapSettings is settings.MapSettings
+    with pytest.raises(AttributeError):
+        iqa_map.no_such_thing
+
+
+def test_core_modules_are_small_or_say_why():
+    """About 350 lines at most, unless the module's docstring says why it is longer."""
+    for path in (REPO / "core").rglob("*.py"):
+        lines = path.read_text().count("\n")
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert lines <= 360 or "longer" in doc.lower(), f"{path.relative_to(REPO)}: {lines} lines"
+
+
+#: What a published package must hold, and what it must not (tests, benchmarks, training, tools, figures).
+PACKAGE_MUST = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "requirements.txt",
+                "nodes/v3.py", "core/settings.py", "cli/__init__.py", "web/js/iqa_score.js",
+                "core/models/weights/builtin_denoiser.safetensors", "core/priors/data/cnniqa_builtin.safetensors")
+PACKAGE_MUST_NOT = ("tests/", "benchmarks/", "training/", "tools/", ".ci/", "Makefile")
+
+
+def _package_files(repo) -> list[str]:
+    """The files ``comfy node publish`` zips: comfy-cli's own selection when it is installed, else the same rule
+    (git-tracked files, minus the gitwildmatch patterns of .comfyignore)."""
+    try:
+        from comfy_cli.file_utils import zip_files
+    except ImportError:
+        zip_files = None
+    if zip_files is not None:
+        import os
+        import zipfile
+
+        cwd = os.getcwd()
+        try:
+            os.chdir(repo)
+            zip_files("package.zip")
+            with zipfile.ZipFile("package.zip") as z:
+                return sorted(z.namelist())
+        finally:
+            (repo / "package.zip").unlink(missing_ok=True)
+            os.chdir(cwd)
+    pathspec = pytest.importorskip("pathspec", reason="pathspec (a test dependency) reads .comfyignore")
+    tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", (repo / ".comfyignore").read_text().splitlines())
+    return sorted(f for f in tracked if not spec.match_file(f))
+
+
+def test_the_registry_package_holds_the_pack_and_nothing_else(tmp_path):
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)], check=True)
+    files = _package_files(clone)
+    missing = [m for m in PACKAGE_MUST if m not in files]
+    assert not missing, f"the package lacks {missing}"
+    leaked = [f for f in files if f.startswith(PACKAGE_MUST_NOT) or f.endswith((".png", ".jpg")) and
+              f.startswith("docs/")]
+    assert not leaked, f"the package holds {leaked[:10]}"
+    examples = [f for f in files if f.startswith("example_workflows/")]
+    assert examples and {f.rsplit(".", 1)[0] for f in examples if f.endswith(".json")} == \
+        {f.rsplit(".", 1)[0] for f in examples if f.endswith(".jpg")}, "every example workflow with its thumbnail"
+    size = sum((clone / f).stat().st_size for f in files)
+    assert size < 25 * 2 ** 20, f"{size / 2 ** 20:.1f} MiB"
 
 
 def test_no_runtime_installs():

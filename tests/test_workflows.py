@@ -7,7 +7,7 @@ from helpers import REPO
 
 from iqa_map.nodes import NODES
 
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 #: Core ComfyUI nodes the workflows may use (the integration tests check them against a real /object_info).
 CORE_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "ImageScale", "ImageScaleBy", "VAEEncode",
               "VAEDecode", "SaveImage", "PreviewImage", "UpscaleModelLoader", "ImageUpscaleWithModel", "KSampler",
@@ -71,7 +71,7 @@ def test_workflow_is_consistent(path):
                 assert (i.min is None or value >= i.min) and (i.max is None or value <= i.max), f"{where} = {value}"
             else:
                 assert isinstance(value, str if i.type == "STRING" else bool), where
-    assert (path.with_suffix(".png")).is_file(), "every workflow has a thumbnail"
+    assert path.with_suffix(".jpg").is_file(), "every workflow has its thumbnail (tools/make_thumbnails.py)"
     assert path.name in (REPO / "README.md").read_text(), "every workflow is described in the README"
 
 
@@ -79,7 +79,7 @@ def test_workflows_match_their_generator():
     """The JSON files are what tools/make_workflows.py writes from the current node schemas."""
     gen = _generator()
     for name, build in gen.WORKFLOWS.items():
-        shipped = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        shipped = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
         assert build().ui() == shipped, f"{name}.json is stale: run python tools/make_workflows.py"
 
 
@@ -92,7 +92,7 @@ def test_a_workflow_saved_before_the_newer_inputs_runs_with_their_defaults():
     from iqa_map.nodes.settings_inputs import settings_from_inputs
 
     info = {k: {"input": cls.INPUT_TYPES()} for k, cls in NODES.items()}
-    ui = json.loads((REPO / "workflows" / "iqa_map_cpu_builtin.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / "iqa_map_cpu_builtin.json").read_text())
     ui["nodes"] = [n for n in ui["nodes"] if n["type"] in NODES]  # (widget values are all this reads)
     node = next(n for n in ui["nodes"] if n["type"] == ASCENT)
     node["widgets_values"][2] = 5  # iterations, set by the user

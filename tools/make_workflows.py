@@ -1,4 +1,5 @@
-"""Write the shipped ComfyUI workflows (UI format) and their thumbnails into ``workflows/``.
+"""Write the shipped ComfyUI workflows (UI format) into ``example_workflows/``, where ComfyUI lists them under
+Browse Templates (their ``.jpg`` thumbnails are screenshots: tools/make_thumbnails.py).
 
     python tools/make_workflows.py
 
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "workflows"
+OUT = REPO / "example_workflows"
 
 #: core node -> (inputs [(name, type)], widgets [names], outputs [(name, type)])
 CORE = {
@@ -367,45 +368,13 @@ WORKFLOWS = {
 }
 
 
-def thumbnail(ui: dict, path: Path) -> None:
-    """A schematic of the graph: nodes as boxes (IQA-MAP nodes highlighted), links as lines."""
-    from PIL import Image, ImageDraw
-    nodes = {n["id"]: n for n in ui["nodes"]}
-    w = max(n["pos"][0] + n["size"][0] for n in nodes.values()) + 40
-    h = max(n["pos"][1] + 120 for n in nodes.values()) + 40
-    img = Image.new("RGB", (w, h), (32, 33, 36))
-    d = ImageDraw.Draw(img)
-    for _, src, _, dst, _, _ in ui["links"]:
-        a, b = nodes[src], nodes[dst]
-        d.line([(a["pos"][0] + 300, a["pos"][1] + 30), (b["pos"][0], b["pos"][1] + 30)], fill=(140, 150, 170), width=3)
-    for n in nodes.values():
-        x, y = n["pos"]
-        ours = n["type"].startswith("IQAMAP_")
-        d.rounded_rectangle([x, y, x + 300, y + 110], 10, fill=(60, 80, 120) if ours else (60, 60, 64),
-                            outline=(200, 210, 255) if ours else (120, 120, 120), width=2)
-        title = n.get("title") or _display(n["type"])
-        d.text((x + 10, y + 8), title[:24], fill=(255, 255, 255), font_size=26)
-        vals = [str(v) for v in n["widgets_values"] if v not in (None, "fixed", "image", "none", "auto")][:3]
-        for i, v in enumerate(vals):
-            d.text((x + 10, y + 42 + 22 * i), v[:28], fill=(205, 205, 205), font_size=20)
-    img.thumbnail((960, 540))
-    img.save(path)
-
-
-def _display(node_type: str) -> str:
-    if node_type.startswith("IQAMAP_"):
-        from iqa_map.nodes import DISPLAY_NAMES
-        return DISPLAY_NAMES[node_type]
-    return node_type
-
-
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     for name, build in WORKFLOWS.items():
         ui = build().ui()
         (OUT / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        thumbnail(ui, OUT / f"{name}.png")
         print("wrote", OUT / f"{name}.json")
+    print("thumbnails: screenshots of the real front end, refreshed by tools/make_thumbnails.py")
 
 
 if __name__ == "__main__":
