@@ -162,9 +162,15 @@ def _package_files(repo) -> list[str]:
         finally:
             (repo / "package.zip").unlink(missing_ok=True)
             os.chdir(cwd)
+    import warnings
+
     pathspec = pytest.importorskip("pathspec", reason="pathspec (a test dependency) reads .comfyignore")
     tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", (repo / ".comfyignore").read_text().splitlines())
+    lines = [ln.strip() for ln in (repo / ".comfyignore").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    with warnings.catch_warnings():  # comfy-cli's pattern flavour, which newer pathspec calls deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        spec = pathspec.PathSpec.from_lines("gitwildmatch", lines)
     return sorted(f for f in tracked if not spec.match_file(f))
 
 
