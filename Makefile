@@ -17,7 +17,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.txt
 	@$(BIN)/python -c "import torch, torchvision" 2>/dev/null || \
 	  { echo "installing $(TORCH_PKGS) (not importable in $(VENV))"; $(BIN)/python -m pip install -q $(TORCH_PKGS); }
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,ray]"
 	@touch $@
 
 install: $(VENV)/.installed

@@ -83,8 +83,6 @@ def _read(path, note=True):
 def cmd_enhance(args) -> int:
     from tqdm import tqdm
 
-    from ..core.imageio import write_photo
-
     settings, tiles = options.map_settings(args), options.tile_settings(args)
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
@@ -94,24 +92,37 @@ def cmd_enhance(args) -> int:
     if not todo:
         return 0
     valid, failed = _readable(todo)
-    prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion)
-    monitors = [build_prior([m], args.weights_dir, args.device) for m in args.monitor]
-    model = _load_model(args)
+    from ..core import batch
+    from .workers import EnhanceWorker, settings_dicts
+
+    settings_d, tiles_d = settings_dicts(settings, tiles)
+    kwargs = dict(model=args.model, dtype=args.dtype, prompt=args.prompt, model_config=args.model_config,
+                  prior=args.prior or ["builtin"], fusion=args.fusion, monitors=args.monitor,
+                  weights_dir=args.weights_dir, device=args.device, settings=settings_d, tiles=tiles_d, out=str(out),
+                  protect=[str(f) for f in files], threads=args.threads_per_worker if args.ray else None,
+                  progress=not args.ray)
     reports = {}
     args.enhance_batch = (files, valid, out, reports)  # what main() reports and keeps when the batch stops part way
-    for f in tqdm(valid, desc="images", unit="img", disable=len(valid) < 2):
-        photo = _read(f, note=False)
-        res = _enhance_one(model, photo.image, prior, settings, tiles, monitors=monitors, name=f.name, bar=True)
-        dest = write_photo(res.image, out / f"{f.stem}_enhanced.png", like=photo, protect=files)
-        r = res.report
-        reports[str(f)] = {**r.to_dict(), "output": str(dest), "model": args.model, "dtype": args.dtype,
-                           "prompt": args.prompt, "preset": args.preset}
-        print(f"{f.name}: {prior.name} {r.input_scores[prior.name]:.3f} -> {r.output_scores[prior.name]:.3f}, "
-              f"PSNR vs input {r.psnr_vs_input:.2f} dB, {r.wall_seconds:.1f} s -> {dest}")
-        for ev in r.events:
+    results = batch.run(EnhanceWorker, kwargs, [str(f) for f in valid], **_ray_options(args))
+    for f, r in tqdm(results, desc="images", unit="img", total=len(valid), disable=len(valid) < 2):
+        f = Path(f)
+        name = r["settings"]["prior"]
+        reports[str(f)] = {**r, "preset": args.preset}
+        print(f"{f.name}: {name} {r['input_scores'][name]:.3f} -> {r['output_scores'][name]:.3f}, "
+              f"PSNR vs input {r['psnr_vs_input']:.2f} dB, {r['wall_seconds']:.1f} s -> {r['output']}")
+        for ev in r["events"]:
             print(f"  note: {ev}")
     _write_report(args.report, reports, files)
     return 1 if failed else 0
+
+
+def _ray_options(args) -> dict:
+    """How ``core.batch.run`` spreads the work: here, or on the Ray cluster ``--ray`` names."""
+    if not getattr(args, "ray", None):
+        return {}
+    if args.workers < 1 or args.gpus_per_worker < 0:
+        raise CliError("--workers must be at least 1 and --gpus-per-worker at least 0")
+    return dict(ray_address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
 
 
 def _load_model(args):
@@ -279,14 +290,9 @@ def _write_json(path, obj) -> None:
 
 
 def cmd_upscale(args) -> int:
-    import dataclasses
-
-    import torch
-    import torch.nn.functional as F
     from tqdm import tqdm
 
     from ..core import sr
-    from ..core.imageio import write_photo
 
     if args.tile < 0 or 0 < args.tile < 32:
         raise CliError(f"--tile must be 0 (never tile) or at least 32 pixels; got {args.tile}")
@@ -302,24 +308,22 @@ def cmd_upscale(args) -> int:
     if not todo:
         return 0
     valid, failed = _readable(todo)
-    prior = build_prior(args.prior, args.weights_dir, args.device) if args.prior else None
+    from ..core import batch
+    from .workers import UpscaleWorker
+
+    kwargs = dict(model=str(args.model), lora=args.lora, prior=args.prior, weights_dir=args.weights_dir,
+                  device=args.device, tile=args.tile, overlap=args.tile_overlap, out=str(out),
+                  protect=[str(f) for f in files], threads=args.threads_per_worker if args.ray else None)
     reports = {}
-    for f in tqdm(valid, desc="upscale", unit="img", disable=len(valid) < 2):
-        photo = _read(f, note=False)
-        with torch.no_grad():
-            img = sr.upscale(model, photo.image, tile=args.tile, overlap=args.tile_overlap)
-        if photo.alpha is not None:  # the alpha channel follows the picture (bicubic)
-            photo = dataclasses.replace(photo, alpha=F.interpolate(photo.alpha, size=img.shape[-2:], mode="bicubic",
-                                                                   align_corners=False).clamp(0, 1))
-        dest = write_photo(img, name(f), like=photo, protect=files)
-        entry = {"output": str(dest), "model": str(args.model), "scale": model.scale,
-                 "size": [img.shape[-1], img.shape[-2]]}
-        if prior is not None:
-            entry["scores"] = {prior.name: _cal_or_native(prior, img)}
+    local = (lambda: UpscaleWorker(**kwargs, loaded=model)) if not args.ray else None  # noqa: E731
+    for f, entry in tqdm(batch.run(UpscaleWorker, kwargs, [str(f) for f in valid], local_worker=local,
+                                   **_ray_options(args)), desc="upscale", unit="img", total=len(valid),
+                         disable=len(valid) < 2):
+        f = Path(f)
         reports[str(f)] = entry
-        print(f"{f.name}: {photo.image.shape[-1]}x{photo.image.shape[-2]} -> {img.shape[-1]}x{img.shape[-2]}"
-              + (f", {prior.name} {entry['scores'][prior.name]:.2f}{_scale_of(prior)}" if prior is not None else "")
-              + f" -> {dest}")
+        score = "".join(f", {k} {v:.2f}" for k, v in entry.get("scores", {}).items())
+        print(f"{f.name}: {entry['input_size'][0]}x{entry['input_size'][1]} -> {entry['size'][0]}x{entry['size'][1]}"
+              f"{score}{entry.get('scale_note', '')} -> {entry['output']}")
     if args.report:
         _write_report(args.report, reports, files)
     return 1 if failed else 0
@@ -351,6 +355,10 @@ def cmd_compare(args) -> int:
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
     settings, tiles = options.map_settings(args), options.tile_settings(args)
+    if args.input.is_dir():
+        return _compare_dataset(args, settings, tiles)
+    if args.ray:
+        raise CliError("--ray spreads the photos of a folder: give compare a folder")
     photo = _read(args.input)
     img = photo.image
     out = _output_dir(args.output)
@@ -376,6 +384,63 @@ def cmd_compare(args) -> int:
     for a in ["input"] + names:
         print(a.ljust(width) + "".join(f"{matrix[a][b]:13.2f}" for b in names))
     print(f"contact sheet: {out / (args.input.stem + '_compare.png')}")
+    return 0
+
+
+def _compare_dataset(args, settings, tiles) -> int:
+    """Every photo of a folder under every prior, each output scored by every prior: the dataset-level report
+    (core/comparison.py). Each finished (photo, prior) is kept as a row file, so a stopped run resumes."""
+    from tqdm import tqdm
+
+    from ..core import batch, comparison
+    from .workers import CompareWorker, settings_dicts
+
+    files = _inputs([args.input])
+    out = _output_dir(args.output)
+    rows_dir = out / "rows"
+    rows_dir.mkdir(exist_ok=True)
+    row_path = lambda f, a: rows_dir / f"{f.stem}__{a}.json"  # noqa: E731
+    done = {}
+    for f in files:
+        for a in args.prior:
+            try:
+                row = json.loads(row_path(f, a).read_text())
+                if Path(row["output"]).is_file() and not args.force:
+                    done[(f.name, a)] = row
+            except (OSError, ValueError, KeyError):
+                pass
+    tasks = [(str(f), a) for f in files for a in args.prior if (f.name, a) not in done]
+    if done:
+        print(f"{len(done)} of {len(files) * len(args.prior)} (photo, prior) results already in {out}"
+              + ("" if tasks else ": nothing to do"))
+    if tasks:
+        valid, failed = _readable(sorted({Path(t[0]) for t in tasks}))
+        if failed:
+            raise CliError("some inputs cannot be read (see above): remove them from the folder and run again")
+        settings_d, tiles_d = settings_dicts(settings, tiles)
+        kwargs = dict(priors=list(args.prior), weights_dir=args.weights_dir, device=args.device,
+                      threads=args.threads_per_worker, model=args.model, dtype=args.dtype, prompt=args.prompt,
+                      model_config=args.model_config, settings=settings_d, tiles=tiles_d, out=str(out),
+                      protect=[str(f) for f in files])
+        for (path, a), row in tqdm(batch.run(CompareWorker, kwargs, tasks, **_ray_options(args)), total=len(tasks),
+                                   desc="photo x prior", unit="run"):
+            path = Path(path)
+            tmp = row_path(path, a).with_suffix(".part")
+            tmp.write_text(json.dumps(row, indent=1))
+            tmp.replace(row_path(path, a))  # a row exists only complete
+            done[(path.name, a)] = row
+    rows = [done[(f.name, a)] for f in files for a in args.prior]
+    report = comparison.summarise(rows, list(args.prior), seed=settings.seed)
+    paths = comparison.write(report, out, outputs={(r["photo"], r["optimised_for"]): r["output"] for r in rows},
+                             inputs={r["photo"]: r["input"] for r in rows})
+    names = list(args.prior)
+    width = max(len(n) for n in names + ["optimised for"]) + 2
+    print(f"{report['photos']} photos; mean score [{int(report['bootstrap']['level'] * 100)} % bootstrap interval]")
+    print("optimised for \\ scored by".ljust(width) + "".join(n[:22].rjust(24) for n in names))
+    for a, cells in report["matrix"].items():
+        print(a.ljust(width) + "".join(f"{c['mean']:8.2f} [{c['ci'][0]:6.2f},{c['ci'][1]:6.2f}]".rjust(24)
+                                       for c in cells.values()))
+    print(f"report: {paths['html']} ({paths['json'].name}, {paths['csv'].name})")
     return 0
 
 
@@ -532,6 +597,19 @@ def parser() -> argparse.ArgumentParser:
         options.add_settings(p, MapSettings, groups)
         options.add_settings(p, TileSettings)
 
+    def ray_options(p):
+        g = p.add_argument_group("Ray (optional: pip install 'iqa-map[ray]')")
+        g.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="spread the photos over a Ray cluster: 'local' starts one on this machine (127.0.0.1), "
+                            "else an existing cluster's address (ray://host:10001 or host:6379); inputs and the "
+                            "output folder must be on storage every node sees")
+        g.add_argument("--workers", type=int, default=1, help="worker processes, each loading the model and "
+                       "priors once (default %(default)s)")
+        g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs reserved per worker (default "
+                       "%(default)s; 1 on a GPU cluster)")
+        g.add_argument("--threads-per-worker", type=int, default=1, help="torch CPU threads per worker (default "
+                       "%(default)s)")
+
     def common(p):
         p.add_argument("--weights-dir", default=None,
                        help="folder with pyiqa weight files and calibration constants (default $IQA_MAP_WEIGHTS)")
@@ -548,15 +626,19 @@ def parser() -> argparse.ArgumentParser:
     map_options(e)
     e.add_argument("--report", default=None, help="write the JSON report here")
     e.add_argument("--force", action="store_true", help="redo images whose output already exists")
+    ray_options(e)
     common(e)
     e.set_defaults(func=cmd_enhance)
 
-    cp = sub.add_parser("compare", help="enhance one photo under several priors; contact sheet and "
-                        "cross-score matrix (optimised for A, scored by B)")
-    cp.add_argument("input", type=Path)
+    cp = sub.add_parser("compare", help="enhance a photo (or every photo of a folder) under several priors; "
+                        "cross-score matrix (optimised for A, scored by B), for a folder with bootstrap intervals "
+                        "and an HTML report")
+    cp.add_argument("input", type=Path, help="a photo, or a folder of photos (dataset-level report)")
+    cp.add_argument("--force", action="store_true", help="redo (photo, prior) results that exist")
     cp.add_argument("-o", "--output", required=True)
     cp.add_argument("--prior", action="append", default=[], metavar="NAME", required=True)
     map_options(cp, groups=[g for g in GROUPS if g != "guard"])  # no monitors here: no hack guard
+    ray_options(cp)
     common(cp)
     cp.set_defaults(func=cmd_compare)
 
@@ -667,6 +749,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--prior", action="append", default=[], metavar="NAME", help="score the results")
     up.add_argument("--report", default=None, help="write the JSON report here")
     up.add_argument("--force", action="store_true", help="redo images whose output exists")
+    ray_options(up)
     common(up)
     up.set_defaults(func=cmd_upscale)
 

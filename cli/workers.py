@@ -1,0 +1,121 @@
+"""The command line's batch workers: each loads the model and priors once, then does one photo (or one photo
+under one prior) per task, writing its output itself, atomically. They run here or as Ray actors
+(:mod:`iqa_map.core.batch`), so they take only picklable settings."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+
+def _threads(n):
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+class EnhanceWorker:
+    """``run(path)`` -> the report of ``<out>/<stem>_enhanced.png``."""
+
+    def __init__(self, *, model, dtype, prompt, model_config, prior, fusion, monitors, weights_dir, device,
+                 settings: dict, tiles: dict, out: str, protect=(), threads=None, name_suffix="_enhanced",
+                 progress=False):
+        from ..core import settings as S
+        from ..core.models.loading import DTYPES, load_model
+        from ..core.pipeline import load_prior
+
+        _threads(threads)
+        self.model = load_model(model, device=device, dtype=DTYPES[dtype], config=model_config, prompt=prompt)
+        self.prior = load_prior(prior, fusion=fusion, weights_dir=weights_dir, device=device)
+        self.monitors = [load_prior([m], weights_dir=weights_dir, device=device) for m in monitors]
+        self.settings, self.tiles = S.MapSettings(**settings), S.TileSettings(**tiles)
+        self.out, self.protect, self.suffix, self.progress = Path(out), tuple(protect), name_suffix, progress
+        self.extra = {"model": model, "dtype": dtype, "prompt": prompt}
+
+    def run(self, path, prior=None, suffix=None) -> dict:
+        """Enhance one photo (under ``prior``, default the worker's; output name ``<stem><suffix>.png``)."""
+        from ..core.imageio import ImageWarning, read_photo, write_photo
+        from . import _enhance_one
+
+        path = Path(path)
+        with warnings.catch_warnings():  # what the reader warns of was said when the inputs were checked
+            warnings.simplefilter("ignore", ImageWarning)
+            photo = read_photo(path)
+        res = _enhance_one(self.model, photo.image, prior or self.prior, self.settings, self.tiles,
+                           monitors=self.monitors, name=path.name, bar=self.progress)
+        dest = write_photo(res.image, self.out / f"{path.stem}{suffix or self.suffix}.png", like=photo,
+                           protect=self.protect)
+        return {**res.report.to_dict(), "output": str(dest), **self.extra}
+
+
+class CompareWorker:
+    """``run((path, prior))`` -> the photo enhanced under ``prior`` (``<out>/<stem>_<prior>.png``), scored by
+    every prior of the comparison (calibrated 0-100 where available), with the input's scores."""
+
+    def __init__(self, *, priors, weights_dir, device, threads=None, **enhance):
+        from ..core import priors as P
+
+        _threads(threads)
+        self.judges = {n: P.load(n, weights_dir=weights_dir, device=device) for n in priors}
+        # One model for every prior: the enhancing worker's own prior is replaced per task.
+        self.enhancer = EnhanceWorker(prior=[priors[0]], fusion="mean", monitors=[], weights_dir=weights_dir,
+                                      device=device, **enhance)
+
+    def run(self, task) -> dict:
+        from ..core.imageio import read_photo
+        from . import _cal_or_native
+
+        path, name = Path(task[0]), task[1]
+        rep = self.enhancer.run(path, prior=self.judges[name], suffix=f"_{name}")
+        img, out = read_photo(path).image, read_photo(rep["output"]).image
+        return {"photo": path.name, "input": str(path), "optimised_for": name, "output": rep["output"],
+                "scores": {b: _cal_or_native(j, out.to(j.device)) for b, j in self.judges.items()},
+                "input_scores": {b: _cal_or_native(j, img.to(j.device)) for b, j in self.judges.items()},
+                "seconds": rep["wall_seconds"]}
+
+
+class UpscaleWorker:
+    """``run(path)`` -> the entry of ``<out>/<stem>_x<scale>.png``, scored by ``prior`` when one is given."""
+
+    def __init__(self, *, model, lora, prior, weights_dir, device, tile, overlap, out, protect=(), threads=None,
+                 loaded=None):
+        from ..core import sr
+        from ..core.pipeline import load_prior
+
+        _threads(threads)
+        self.model = loaded if loaded is not None else sr.load_upscaler(model, device=device)
+        if lora and loaded is None:
+            self.model = sr.apply_lora(self.model, lora)
+        self.prior = load_prior(prior, weights_dir=weights_dir, device=device) if prior else None
+        self.spec, self.tile, self.overlap = model, tile, overlap
+        self.out, self.protect = Path(out), tuple(protect)
+
+    def run(self, path) -> dict:
+        import torch
+        import torch.nn.functional as F
+
+        from ..core import sr
+        from ..core.imageio import ImageWarning, read_photo, write_photo
+        from . import _cal_or_native, _scale_of
+
+        path = Path(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImageWarning)
+            photo = read_photo(path)
+        with torch.no_grad():
+            img = sr.upscale(self.model, photo.image, tile=self.tile, overlap=self.overlap)
+        if photo.alpha is not None:  # the alpha channel follows the picture (bicubic)
+            photo = dataclasses.replace(photo, alpha=F.interpolate(photo.alpha, size=img.shape[-2:], mode="bicubic",
+                                                                   align_corners=False).clamp(0, 1))
+        dest = write_photo(img, self.out / f"{path.stem}_x{self.model.scale}.png", like=photo, protect=self.protect)
+        entry = {"output": str(dest), "model": self.spec, "scale": self.model.scale,
+                 "size": [img.shape[-1], img.shape[-2]], "input_size": [photo.image.shape[-1], photo.image.shape[-2]]}
+        if self.prior is not None:
+            entry["scores"] = {self.prior.name: _cal_or_native(self.prior, img)}
+            entry["scale_note"] = _scale_of(self.prior)
+        return entry
+
+
+def settings_dicts(settings, tiles) -> tuple[dict, dict]:
+    return dataclasses.asdict(settings), dataclasses.asdict(tiles)
