@@ -141,3 +141,22 @@ def test_upscale_on_ray_equals_the_local_run(cluster, tmp_path):
     assert _outputs(tmp_path / "ray") == [f"p{i}_x2.png" for i in range(4)] == _outputs(tmp_path / "here")
     for i in range(4):
         assert (tmp_path / "ray" / f"p{i}_x2.png").read_bytes() == (tmp_path / "here" / f"p{i}_x2.png").read_bytes()
+
+
+def test_the_driver_holds_a_bounded_window_of_tasks(cluster, tmp_path):
+    """Tasks are drawn from the iterator as workers free up (two in flight each), never all at once: the
+    driver's memory does not grow with the number of photos."""
+    from ray_crash_worker import CrashOnceWorker
+
+    pulled = []
+
+    def tasks():
+        for i in range(40):
+            pulled.append(i)
+            yield str(i)
+
+    run = batch.run(CrashOnceWorker, {"marker_dir": str(tmp_path), "crash_on": "none"}, tasks(),
+                    ray_address="local", workers=2)
+    first = next(run)
+    assert first[1] == int(first[0]) ** 2 and len(pulled) <= 2 * 2 + 1
+    assert len(list(run)) == 39 and len(pulled) == 40
