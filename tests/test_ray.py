@@ -160,3 +160,35 @@ def test_the_driver_holds_a_bounded_window_of_tasks(cluster, tmp_path):
     first = next(run)
     assert first[1] == int(first[0]) ** 2 and len(pulled) <= 2 * 2 + 1
     assert len(list(run)) == 39 and len(pulled) == 40
+
+
+def test_killing_a_worker_of_a_running_compare_loses_nothing(cluster, tmp_path):
+    """A worker process killed from outside while ``compare --ray`` runs: the job completes, every output and
+    row exactly once, nothing partial."""
+    import signal
+    import threading
+
+    import psutil
+
+    photos = _photos(tmp_path / "in")
+    out = tmp_path / "out"
+    code = {}
+    job = threading.Thread(target=lambda: code.update(rc=main(["compare", str(photos), "-o", str(out), *FAST,
+                                                               "--ray", "local", "--workers", "2"])))
+    job.start()
+    t0, killed = time.time(), None
+    while killed is None and time.time() - t0 < 300 and job.is_alive():
+        if list((out / "rows").glob("*.json")):  # the workers are busy now
+            for p in psutil.process_iter(["cmdline"]):
+                if any("CompareWorker" in part for part in (p.info["cmdline"] or [])):
+                    killed = p.pid
+                    os.kill(p.pid, signal.SIGKILL)
+                    break
+        time.sleep(0.2)
+    job.join(600)
+    assert killed is not None, "no worker process was found to kill"
+    assert code.get("rc") == 0
+    expected = sorted(f"p{i}_{a}.png" for i in range(6) for a in ("niqe", "brisque"))
+    assert _outputs(out) == expected and len(list((out / "rows").glob("*.json"))) == 12
+    assert not list(out.rglob("*.part"))
+    assert json.loads((out / "comparison.json").read_text())["photos"] == 6
