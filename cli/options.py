@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import typing
 
 from ..core import settings as S
-
-
-def _kind(cls, f: dataclasses.Field):
-    """The Python type a field holds (``Optional[float]`` -> float)."""
-    hint = typing.get_type_hints(cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
 
 
 def _help(opt: S.Option, default, preset_keys) -> str:
@@ -45,7 +37,7 @@ def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = 
             continue
         if opt.group not in sections:
             sections[opt.group] = p.add_argument_group(S.GROUPS[opt.group])
-        kind = _kind(cls, f)
+        kind = S.value_type(cls, f)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(opt, f.default, f.name in in_presets))
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction

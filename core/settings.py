@@ -77,6 +77,15 @@ def options(cls) -> Iterator[tuple[dataclasses.Field, Option]]:
         yield f, f.metadata["option"]
 
 
+def value_type(cls, f: dataclasses.Field) -> type:
+    """The Python type a field holds (``Optional[float]`` -> float), for the surfaces that render it."""
+    import typing
+
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
 def cli_flag(f: dataclasses.Field, opt: Option) -> Optional[str]:
     return None if opt.cli is None else (opt.cli or "--" + f.name.replace("_", "-"))
 

@@ -22,14 +22,8 @@ def _fields(node_key: str, cls=S.MapSettings) -> dict:
     return {opt.node[1]: (f, opt) for f, opt in S.options(cls) if opt.node and opt.node[0] == node_key}
 
 
-def _kind(cls, f) -> type:
-    hint = typing.get_type_hints(cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def _input(cls, name: str, f: dataclasses.Field, opt: S.Option, optional: bool) -> Input:
-    kind = _WIDGETS[_kind(cls, f)]
+    kind = _WIDGETS[S.value_type(cls, f)]
     default = opt.unset if f.default is None else f.default
     tooltip = opt.help[0].upper() + opt.help[1:] + "."
     if opt.unset is not None:
