@@ -9,7 +9,8 @@ checkpoint would be. Cost does not depend on the weights; quality does, so
 nothing here is about quality. The photo is scikit-image's ``chelsea`` resized
 to ``--size`` and degraded like the demo's.
 
-For each dtype: load time, one full :func:`iqa_map.core.map.ascend` at the
+For each dtype and variant (eager network calls or CUDA graphs, each optionally
+channels-last): load time, one full :func:`iqa_map.core.map.ascend` at the
 library defaults (EDICT inversion, then ``--iterations`` gradient steps through
 the reversible sampler and the VAE decoder, prior and fidelity), its
 seconds per iteration, denoiser evaluations, peak GPU memory
@@ -35,6 +36,8 @@ import torch.nn.functional as F
 from iqa_map.core.models.loading import DTYPES
 
 REPO = Path(__file__).resolve().parents[1]
+# Network-call variants: eager, CUDA graphs (the product's default on CUDA), each optionally channels-last.
+VARIANTS = ("eager", "graphs", "eager-cl", "graphs-cl")
 
 
 def photo(size: int) -> torch.Tensor:
@@ -103,9 +106,7 @@ def components(model, img, prior, settings, device: str) -> dict:
     x = z + sigma * torch.randn_like(z)
 
     def eps_vjp():
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            torch.autograd.grad(den.eps(leaf, sigma, cond), leaf, torch.ones_like(leaf))
+        den.eps_and_vjp(x, sigma, cond, torch.ones_like(x))
 
     s = resolve_lr(settings)
     ref = img.to(device).float()
@@ -142,6 +143,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512, help="image side in pixels (SD 1.5: 512)")
     ap.add_argument("--dtypes", default="fp16,fp32", help=f"comma-separated, from {', '.join(DTYPES)}")
+    ap.add_argument("--variants", default="eager,graphs",
+                    help=f"comma-separated, from {', '.join(VARIANTS)}: eager network calls, CUDA graphs "
+                         "(the default on CUDA), either with channels-last UNet and VAE; each is one row per dtype")
     ap.add_argument("--steps", type=int, default=MapSettings.steps)
     ap.add_argument("--iterations", type=int, default=MapSettings.iterations)
     ap.add_argument("--prior", default="builtin")
@@ -154,6 +158,9 @@ def main(argv=None) -> None:
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if bad := [d for d in dtypes if d not in DTYPES]:
         sys.exit(f"unknown dtype(s) {bad}; choose from {', '.join(DTYPES)}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if bad := [v for v in variants if v not in VARIANTS]:
+        sys.exit(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here; use --device cpu (slow at SD scale: try --scale tiny)")
     mem_steps = [int(v) for v in args.memory_steps.split(",") if v.strip()]
@@ -170,42 +177,49 @@ def main(argv=None) -> None:
     prior = priors.load(args.prior, device=args.device)
     settings = MapSettings(steps=args.steps, iterations=args.iterations)
     rows = []
-    for name in dtypes:
-        sync(args.device)
-        t = time.perf_counter()
-        model = load_model(str(folder), device=args.device, dtype=DTYPES[name])
-        sync(args.device)
-        load_s = time.perf_counter() - t
-        weights = torch.cuda.memory_allocated() if args.device == "cuda" else None
-        one_run(model, img, prior, MapSettings(steps=2, iterations=1), args.device, f"{name} warm-up")
-        row = {"dtype": name, "seconds_load": load_s, "weights_bytes": weights,
-               **one_run(model, img, prior, settings, args.device, name)}
-        row["components"] = components(model, img, prior, settings, args.device)
-        row["memory_by_steps"] = {}
-        for n in mem_steps:
-            r = one_run(model, img, prior, MapSettings(steps=n, iterations=1), args.device, f"{name} {n} steps")
-            row["memory_by_steps"][n] = r["peak_memory_bytes"]
-        rows.append(row)
-        print(json.dumps(row, indent=1), file=sys.stderr)
-        del model
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
     res = {"scale": args.scale, "size": args.size, "steps": args.steps, "iterations": args.iterations,
            "prior": args.prior, "device": args.device,
            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
+    for name, variant in itertools.product(dtypes, variants):
+        sync(args.device)
+        t = time.perf_counter()
+        model = load_model(str(folder), device=args.device, dtype=DTYPES[name], cuda_graphs="graphs" in variant)
+        if variant.endswith("-cl"):
+            for m in (model.denoiser.network, model.codec.vae):
+                m.to(memory_format=torch.channels_last)
+        sync(args.device)
+        load_s = time.perf_counter() - t
+        weights = torch.cuda.memory_allocated() if args.device == "cuda" else None
+        label = f"{name} {variant}"
+        # The warm-up also captures the CUDA graphs (once per shape, whatever the steps).
+        one_run(model, img, prior, MapSettings(steps=2, iterations=1), args.device, f"{label} warm-up")
+        row = {"dtype": name, "variant": variant, "seconds_load": load_s, "weights_bytes": weights,
+               **one_run(model, img, prior, settings, args.device, label)}
+        graphs = model.denoiser.graphs
+        row["cuda_graphs"] = None if graphs is None else {"replays": graphs.replays, "failed": graphs.failed}
+        row["components"] = components(model, img, prior, settings, args.device)
+        row["memory_by_steps"] = {}
+        for n in mem_steps:
+            r = one_run(model, img, prior, MapSettings(steps=n, iterations=1), args.device, f"{label} {n} steps")
+            row["memory_by_steps"][n] = r["peak_memory_bytes"]
+        rows.append(row)
+        out.write_text(json.dumps(res, indent=2))  # after every row: a run cut short keeps what it measured
+        print(json.dumps(row, indent=1), file=sys.stderr)
+        del model
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
     gib = 2 ** 30
-    print(f"| dtype | load | inversion ({args.steps} steps) | per iteration | {args.iterations} iterations, total "
+    print(f"| dtype | variant | load | inversion ({args.steps} steps) | per iteration | {args.iterations} iterations, total "
           f"| denoiser evals | peak memory | weights | memory at " + " / ".join(map(str, mem_steps))
           + " steps | inversion error |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         w = f"{r['weights_bytes'] / gib:.2f} GiB" if r["weights_bytes"] is not None else "-"
         m = " / ".join(f"{r['memory_by_steps'][n] / gib:.2f}" for n in mem_steps) + " GiB" if mem_steps else "-"
-        print(f"| {r['dtype']} | {r['seconds_load']:.1f} s | {r['seconds_inversion']:.1f} s "
+        print(f"| {r['dtype']} | {r['variant']} | {r['seconds_load']:.1f} s | {r['seconds_inversion']:.1f} s "
               f"| {r['seconds_per_iteration']:.2f} s | {r['seconds_total']:.0f} s | {r['denoiser_evals']} "
               f"| {r['peak_memory_bytes'] / gib:.2f} GiB | {w} | {m} | {r['inversion_error']:.1e} |")
     if tmp is not None:

@@ -74,10 +74,19 @@ def _in_units(evaluate, scale: float):
         return evaluate
 
     def scaled(params):
-        j, grads = evaluate([p / scale for p in params])
-        return j, tuple(g / scale for g in grads)
+        j, gradient = evaluate([p / scale for p in params])
+        return j, lambda: tuple(g / scale for g in gradient())
 
     return scaled
+
+
+def _lazy_grad(j: torch.Tensor, params: list):
+    """The loop's ``(objective, gradient function)`` for an objective already built with autograd on."""
+    def gradient():
+        with autograd_on():
+            return torch.autograd.grad(j, params)
+
+    return j.detach(), gradient
 
 
 def _settings_record(s: MapSettings, lam: float, prior, monitors, model: str) -> dict:
@@ -174,16 +183,14 @@ def ascend_inversion(
 
         if inversion.method == "edict":
             def evaluate(params):
-                return edict.value_and_grad(den, params, sigmas, lambda a, b: decoded_objective(a),
-                                            mix=mix, cond=cond, grad=s.grad)
+                return edict.value_and_lazy_grad(den, params, sigmas, lambda a, b: decoded_objective(a),
+                                                 mix=mix, cond=cond, grad=s.grad)
             start = [usable(p).detach() for p in inversion.pair]
         else:
             def evaluate(params):
                 with autograd_on():
                     z = params[0].detach().requires_grad_(True)
-                    j = decoded_objective(ddim.sample(den, z, sigmas, cond=cond))
-                    (g,) = torch.autograd.grad(j, z)
-                return j.detach(), (g,)
+                    return _lazy_grad(decoded_objective(ddim.sample(den, z, sigmas, cond=cond)), [z])
             start = [usable(inversion.pair[0]).detach()]
         # The optimiser steps in ``units``; the sampler always sees the VE pair.
         scale = vp_scale(sigmas[0]) if s.units == "vp" else 1.0
@@ -234,9 +241,7 @@ def ascend_pixels(image: torch.Tensor, prior, settings: Optional[MapSettings] = 
         def evaluate(params):
             with autograd_on():
                 x = params[0].detach().requires_grad_(True)
-                j = objective(x.clamp(0, 1))
-                (g,) = torch.autograd.grad(j, x)
-            return j.detach(), (g,)
+                return _lazy_grad(objective(x.clamp(0, 1)), [x])
 
         s_pix = dataclasses.replace(s, tied=False)
         result = optimise([ref.clone()], evaluate, seen, prior, monitors, s_pix, callback, ref, ref.shape[-2:])

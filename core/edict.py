@@ -171,24 +171,15 @@ class _Reversible(torch.autograd.Function):
                 g_yi = p * gy + (1 - p) * gx_full
                 g_xi = p * gx_full
                 # y_i = y + d * eps(x_i): one evaluation rebuilds y and gives its VJP; then x likewise.
-                e1, vjp1 = _eps_and_vjp(den, x_i, s[k], cond, g_yi)
+                e1, vjp1 = den.eps_and_vjp(x_i, s[k], cond, g_yi)
                 y = y_i - d * e1
                 g_xi = g_xi + d * vjp1
-                e2, vjp2 = _eps_and_vjp(den, y, s[k], cond, g_xi)
+                e2, vjp2 = den.eps_and_vjp(y, s[k], cond, g_xi)
                 x = x_i - d * e2
                 gy = g_yi + d * vjp2
                 gx = g_xi
                 xo, yo = x, y
         return gx, gy, None, None, None, None
-
-
-def _eps_and_vjp(den: Denoiser, at: torch.Tensor, sigma: float, cond, g: torch.Tensor) -> Pair:
-    """``eps(at)`` and its vector-Jacobian product with ``g``, from a single network evaluation."""
-    with torch.enable_grad():
-        leaf = at.detach().requires_grad_(True)
-        e = den.eps(leaf, sigma, cond)
-        (vjp,) = torch.autograd.grad(e, leaf, g)
-    return e.detach(), vjp
 
 
 def value_and_grad(
@@ -206,6 +197,26 @@ def value_and_grad(
     ``loss_fn`` maps the sampled image pair to a scalar. Returns the detached
     loss and ``(grad_x, grad_y)``.
     """
+    loss, gradient = value_and_lazy_grad(den, pair, sigmas, loss_fn, mix, cond, grad, state_dtype)
+    return loss, gradient()
+
+
+def value_and_lazy_grad(
+    den: Denoiser,
+    pair: Pair,
+    sigmas,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    mix: float = 0.93,
+    cond: Any = None,
+    grad: str = "reversible",
+    state_dtype: Optional[torch.dtype] = None,
+) -> Tuple[torch.Tensor, Callable[[], Pair]]:
+    """As :func:`value_and_grad`, with the gradient as a function called when it is needed.
+
+    The forward pass and the loss are computed now; the backward pass (half of the
+    cost, and with ``grad="reversible"`` two network evaluations per step) only if
+    the function is called. The MAP loop skips it for the iterate that ends a run.
+    """
     if grad not in ("reversible", "autograd"):
         raise ValueError("value_and_grad needs grad='reversible' or 'autograd'")
     with autograd_on():
@@ -214,7 +225,10 @@ def value_and_grad(
         y = pair[1].detach().to(dt, copy=True).requires_grad_(True)
         out = sample(den, (x, y), sigmas, mix, cond, grad=grad, state_dtype=dt)
         loss = loss_fn(*out)
-        gx, gy = torch.autograd.grad(loss, (x, y), allow_unused=True)
-    gx = torch.zeros_like(x) if gx is None else gx
-    gy = torch.zeros_like(y) if gy is None else gy
-    return loss.detach(), (gx, gy)
+
+    def gradient() -> Pair:
+        with autograd_on():
+            gx, gy = torch.autograd.grad(loss, (x, y), allow_unused=True)
+        return (torch.zeros_like(x) if gx is None else gx, torch.zeros_like(y) if gy is None else gy)
+
+    return loss.detach(), gradient

@@ -43,6 +43,15 @@ class CountingDenoiser(Denoiser):
         self.count += 1
         return self.inner.denoise(x, sigma, cond)
 
+    # The inner denoiser's own eps and VJP (its CUDA graphs, if on), counted once per network evaluation.
+    def eps(self, x, sigma, cond=None):
+        self.count += 1
+        return self.inner.eps(x, sigma, cond)
+
+    def eps_and_vjp(self, x, sigma, cond, g):
+        self.count += 1
+        return self.inner.eps_and_vjp(x, sigma, cond, g)
+
     def sigmas(self, steps, strength=1.0):
         return self.inner.sigmas(steps, strength)
 

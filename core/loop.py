@@ -98,6 +98,18 @@ def named_scores(prior, monitors: Sequence, img: torch.Tensor) -> dict:
     return out
 
 
+def _revert(entry: dict, events: list, best: dict, it: int, reverts: int) -> bool:
+    """Record the NaN guard's revert to the best iterate; True when the run must stop instead."""
+    msg = (f"iteration {it}: non-finite objective or gradient; reverted to the best iterate "
+           f"(iteration {best.get('iteration')}) and halved the learning rate")
+    events.append(msg)
+    entry["event"] = msg
+    if "params" not in best or reverts > 3:
+        events.append("stopped: repeated non-finite values")
+        return True
+    return False
+
+
 def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, ref, size) -> dict:
     """The ascent loop shared by latent and pixel MAP: best iterate, NaN guard, hack guard, early stop."""
     t0 = time.perf_counter()
@@ -112,29 +124,24 @@ def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, 
     best = {"objective": -math.inf}
     base_monitors, stale, first_latent, nan_reverts = None, 0, None, 0
     for it in range(s.iterations + 1):
-        j, grads = evaluate(params)
+        # ``evaluate`` returns the objective and a function for its gradient, taken only when the loop steps:
+        # the iterate that ends the run (last, early stop, hack guard) needs no backward pass.
+        j, gradient = evaluate(params)
         j = float(j)
         img = seen["image"]
         if it == 0:
             first_latent = seen.get("latent")
-        finite = math.isfinite(j) and all(torch.isfinite(g).all() for g in grads)
         entry = {"iteration": it, "objective": j, "score": float(seen["score"].mean()),
                  "fidelity": float(seen["fidelity"].mean()), "seconds": time.perf_counter() - t0}
         if monitors:
             with torch.no_grad():
                 entry["monitors"] = {m.name: float(comparable_score(m, img).mean()) for m in monitors}
-        if not finite:
-            nan_reverts += 1
-            msg = (f"iteration {it}: non-finite objective or gradient; reverted to the best iterate "
-                   f"(iteration {best.get('iteration')}) and halved the learning rate")
-            events.append(msg)
-            entry["event"] = msg
+        if not math.isfinite(j):
             history.append(entry)
-            if "params" not in best or nan_reverts > 3:
-                events.append("stopped: repeated non-finite values")
+            nan_reverts += 1
+            if _revert(entry, events, best, it, nan_reverts):
                 break
-            params = [p.clone() for p in best["params"]]
-            base_lr *= 0.5
+            params, base_lr = [p.clone() for p in best["params"]], base_lr * 0.5
             continue
         history.append(entry)
         stop, hacked = None, False
@@ -157,6 +164,7 @@ def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, 
                 entry["event"] = msg
                 stop = "hack guard" if s.on_hack == "stop" else None
         # A hacked iterate never becomes the result when the guard stops the run.
+        before = (best, stale)
         if j > best["objective"] and not (hacked and s.on_hack == "stop"):
             best = {"objective": j, "iteration": it, "params": [p.clone() for p in params],
                     "image": img, "latent": seen.get("latent"), "score": entry["score"]}
@@ -168,11 +176,20 @@ def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, 
         if s.patience is not None and stale >= s.patience:
             stop = stop or f"no improvement for {s.patience} iterations"
         if callback is not None:
-            callback({**entry, "total": s.iterations, "image": crop(img), "best_iteration": best["iteration"]})
+            callback({**entry, "total": s.iterations, "image": crop(img), "best_iteration": best.get("iteration")})
         if stop or it == s.iterations:
             if stop:
                 events.append(f"stopped at iteration {it}: {stop}")
             break
+        grads = gradient()
+        if not all(torch.isfinite(g).all() for g in grads):
+            # As a non-finite objective: this iterate is not kept, and the step restarts from the best one.
+            best, stale = before
+            nan_reverts += 1
+            if _revert(entry, events, best, it, nan_reverts):
+                break
+            params, base_lr = [p.clone() for p in best["params"]], base_lr * 0.5
+            continue
         if s.tied and len(grads) == 2:
             g = (grads[0] + grads[1]) / 2
             grads = (g, g)

@@ -184,8 +184,8 @@ class SteepBrightness(Brightness):
 
 def _first_step(monkeypatch, **settings):
     """The VE pair the sampler sees at iterates 0 and 1."""
-    seen, inner = [], edict.value_and_grad
-    monkeypatch.setattr(edict, "value_and_grad", lambda den, params, *a, **k: (
+    seen, inner = [], edict.value_and_lazy_grad
+    monkeypatch.setattr(edict, "value_and_lazy_grad", lambda den, params, *a, **k: (
         seen.append([p.clone() for p in params]), inner(den, params, *a, **k))[1])
     M.ascend(_pixel_model(), _img(), SteepBrightness(), steps=4, strength=1.0, iterations=1, fidelity="none",
              optimizer="momentum", lr=2.0, **settings)

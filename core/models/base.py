@@ -69,9 +69,48 @@ class Denoiser:
         return self.denoise(x, _as_sigma(sigma, x), cond)
 
     def eps(self, x: torch.Tensor, sigma, cond: Any = None) -> torch.Tensor:
-        """The noise estimate ``(x - D(x, sigma)) / sigma`` (sigma > 0)."""
+        """The noise estimate ``(x - D(x, sigma)) / sigma`` (sigma > 0); replayed from a CUDA graph when
+        :meth:`use_cuda_graphs` is on and no gradient is taken through it."""
         sigma = _as_sigma(sigma, x)
+        if self.graphs is not None and self.graphs.usable(x) and not (torch.is_grad_enabled() and x.requires_grad):
+            return self.graphs.forward(x, sigma, cond, lambda: self._eps(x, sigma, cond))
+        return self._eps(x, sigma, cond)
+
+    def _eps(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return (x - self.denoise(x, sigma, cond)) / sigma
+
+    def eps_and_vjp(self, x: torch.Tensor, sigma, cond: Any, g: torch.Tensor) -> tuple:
+        """``eps(x)`` and its vector-Jacobian product ``g^T d eps / dx``, from one network evaluation.
+
+        The reversible sampler's backward pass is made of these calls only.
+        """
+        sigma = _as_sigma(sigma, x)
+        x = x.detach()
+
+        def eager():
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_(True)
+                e = self._eps(leaf, sigma, cond)
+                (vjp,) = torch.autograd.grad(e, leaf, g)
+            return e.detach(), vjp
+
+        if self.graphs is not None and self.graphs.usable(x):
+            return self.graphs.vjp(x, sigma, cond, g, eager)
+        return eager()
+
+    #: CUDA graph cache (:mod:`.cuda_graphs`), ``None`` when off.
+    graphs = None
+
+    def use_cuda_graphs(self, on: bool = True) -> "Denoiser":
+        """Replay ``eps`` and its VJP from CUDA graphs (on a CUDA device; elsewhere this changes nothing).
+
+        Needs a :meth:`denoise` without host synchronisation (the built-in adapters qualify). Costs
+        one capture per input shape and a memory pool of about one evaluation's activations each.
+        """
+        from .cuda_graphs import CudaGraphs
+
+        self.graphs = CudaGraphs(self._eps) if on else None
+        return self
 
     def sigmas(self, steps: int, strength: float = 1.0) -> torch.Tensor:
         """Decreasing sigmas (float64, length ``steps + 1``) that :func:`edict.sample` walks.

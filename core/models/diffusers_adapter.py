@@ -50,8 +50,15 @@ class DiffusersDenoiser(Denoiser):
         return torch.cat([s, s.new_tensor([self.final_sigma])])
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Continuous timestep for sigma by log-sigma interpolation (exact on training sigmas)."""
-        log_sigma = sigma.detach().to(torch.float64).reshape(-1).cpu().log()
+        """Continuous timestep for sigma by log-sigma interpolation (exact on training sigmas).
+
+        Computed on sigma's device, without a host round trip, so a CUDA graph can record it
+        (MPS has no float64: there it runs on the CPU).
+        """
+        dev = sigma.device if sigma.device.type != "mps" else torch.device("cpu")
+        log_sigma = sigma.detach().to(dev, torch.float64).reshape(-1).log()
+        if self.log_sigmas.device != dev:
+            self.log_sigmas = self.log_sigmas.to(dev)
         ls = self.log_sigmas
         dists = log_sigma[None, :] - ls[:, None]
         low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=ls.shape[0] - 2)
