@@ -96,7 +96,8 @@ def cmd_enhance(args) -> int:
     from .workers import EnhanceWorker, settings_dicts
 
     settings_d, tiles_d = settings_dicts(settings, tiles)
-    kwargs = dict(model=args.model, dtype=args.dtype, prompt=args.prompt, model_config=args.model_config,
+    kwargs = dict(model=args.model, dtype=args.dtype, cuda_graphs=args.cuda_graphs, prompt=args.prompt,
+                  model_config=args.model_config,
                   prior=args.prior or ["builtin"], fusion=args.fusion, monitors=args.monitor,
                   weights_dir=args.weights_dir, device=args.device, settings=settings_d, tiles=tiles_d, out=str(out),
                   protect=[str(f) for f in files], threads=args.threads_per_worker if args.ray else None,
@@ -129,7 +130,7 @@ def _load_model(args):
     from ..core.models.loading import DTYPES, load_model
 
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
-                      prompt=args.prompt)
+                      prompt=args.prompt, cuda_graphs=args.cuda_graphs)
 
 
 def _readable(files) -> tuple[list, int]:
@@ -419,7 +420,8 @@ def _compare_dataset(args, settings, tiles) -> int:
             raise CliError("some inputs cannot be read (see above): remove them from the folder and run again")
         settings_d, tiles_d = settings_dicts(settings, tiles)
         kwargs = dict(priors=list(args.prior), weights_dir=args.weights_dir, device=args.device,
-                      threads=args.threads_per_worker, model=args.model, dtype=args.dtype, prompt=args.prompt,
+                      threads=args.threads_per_worker, model=args.model, dtype=args.dtype,
+                      cuda_graphs=args.cuda_graphs, prompt=args.prompt,
                       model_config=args.model_config, settings=settings_d, tiles=tiles_d, out=str(out),
                       protect=[str(f) for f in files])
         for (path, a), row in tqdm(batch.run(CompareWorker, kwargs, tasks, **_ray_options(args)), total=len(tasks),
@@ -591,6 +593,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                        help="precision of the diffusion model's network (the sampler's state stays float64): "
                             "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
+        p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                       help="on a CUDA device, replay the network's evaluations from CUDA graphs: about 3x faster "
+                            "for Stable Diffusion at batch 1, same results, a little more GPU memory (default on)")
         p.add_argument("--preset", default="default", choices=list(PRESETS),
                        help="starting settings, which options given explicitly override: " + "; ".join(
                            f"{k} ({v})" for k, v in PRESET_HELP.items()))
