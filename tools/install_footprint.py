@@ -44,10 +44,11 @@ def resolve(requirement_files: list[Path], extra: list[str], python: str) -> dic
 
 
 def light_pyiqa_requirements() -> list[str]:
-    """The light install's second command (the first, pyiqa --no-deps, adds pyiqa alone)."""
+    """The light install's second command (the first, pyiqa --no-deps, adds pyiqa alone), with the OpenCV that
+    ``import pyiqa`` needs: ComfyUI's own set has none, so it is the only one."""
     sys.path.insert(0, str(REPO.parent))
-    from iqa_map.core.priors.pyiqa_backend import LIGHT_INSTALL
-    return LIGHT_INSTALL[1].split()
+    from iqa_map.core.priors.pyiqa_backend import LIGHT_INSTALL, LIGHT_OPENCV
+    return LIGHT_INSTALL[1].split() + [LIGHT_OPENCV]
 
 
 def compare(base: dict[str, str], withpack: dict[str, str]) -> dict:
