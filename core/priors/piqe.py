@@ -29,7 +29,7 @@ def _centre_surround_ratio(blocks: torch.Tensor) -> torch.Tensor:
     """Deviation of each block's two centre columns over that of the rest (0 where undefined)."""
     n = blocks.shape[-1]
     c = n // 2
-    centre = blocks[..., c - 1:c + 1]
+    centre = torch.stack((blocks[..., c - 1], blocks[..., c]), dim=-1)  # contiguous: the same float sums as pyiqa's
     keep = [i for i in range(n) if i not in SURROUND_DROPS]
     surround = blocks[..., keep]
     ratio = torch.std(centre, dim=(-2, -1)) / torch.std(surround, dim=(-2, -1))
@@ -48,7 +48,7 @@ def piqe(img: torch.Tensor, block_size: int = 16, activity_threshold: float = 0.
     """PIQE score [B] of an RGB batch in [0, 1] (lower = better)."""
     y = luma_yiq(img, 1.0)
     # the brightest pixel maps to 255; clamped so that an all-black image does not divide by 0
-    y = st_round(255 * y / y.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1))
+    y = st_round(255 * (y / y.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)))
     b, _, h, w = y.shape
     y = mscn(symmetric_pad(y, 0, w % block_size, 0, h % block_size), padding="replicate")
     blocks = y.unfold(2, block_size, block_size).unfold(3, block_size, block_size)
