@@ -110,7 +110,7 @@ def _decode(im, path: Path) -> Photo:
     mode, fmt = im.mode, im.format
     tile = im.tile[0][3] if im.tile else None  # the decoder's arguments: rawmode first
     rawmode = tile if isinstance(tile, str) else (tile[0] if tile else "")
-    # PIL holds 16-bit grey exactly but truncates 16-bit colour to 8 bits: those are read with OpenCV.
+    # PIL holds 16-bit grey exactly but truncates 16-bit colour to 8 bits: those are read by .deepio.
     deep = mode in ("RGB", "RGBA", "LA") and ";16" in str(rawmode)
     im.load()
     exif = im.getexif()
@@ -173,25 +173,19 @@ def _cmyk_to_rgb(im, icc):
 
 def _read_deep(path: Path) -> np.ndarray | None:
     """16-bit colour (PNG, TIFF) as float64 HxWxC RGB(A) in [0, 1], or None to let PIL read it at 8 bits."""
-    cv2 = _cv2()
-    a = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
-    if a is None or a.dtype != np.uint16:
-        return None
-    a = a[..., None] if a.ndim == 2 else a
-    c = a.shape[2]
-    if c <= 2:  # grey (+ alpha)
-        a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
-    else:  # OpenCV's BGR(A)
-        a = a[..., [2, 1, 0, 3][:c]]
-    return a.astype(np.float64) / 65535.0
+    from .deepio import UnsupportedDeep, read_deep
 
-
-def _cv2():
     try:
-        import cv2
-    except ImportError:
-        raise ImageError("16-bit colour images need OpenCV: pip install opencv-python-headless") from None
-    return cv2
+        a = read_deep(path)
+    except UnsupportedDeep as e:
+        raise ImageError(f"{path}: {e}") from None
+    except (zlib.error, KeyError, ValueError, struct.error) as e:
+        raise ImageError(f"{path}: the 16-bit image data is damaged ({e}); re-export it") from None
+    if a is None:
+        return None
+    if a.shape[2] <= 2:  # grey (+ alpha)
+        a = np.concatenate([np.repeat(a[..., :1], 3, axis=2), a[..., 1:]], axis=2)
+    return a.astype(np.float64) / 65535.0
 
 
 def _exif_bytes(exif, fmt) -> bytes | None:
@@ -256,20 +250,16 @@ def _png8(arr: np.ndarray, icc, exif) -> bytes:
 
 
 def _png16(arr: np.ndarray, icc, exif) -> bytes:
-    """16-bit RGB(A) PNG, which PIL cannot write: OpenCV's encoder, then the iCCP and eXIf chunks after IHDR."""
-    cv2 = _cv2()
+    """16-bit RGB(A) PNG, which PIL cannot write (:mod:`.deepio`), with the iCCP and eXIf chunks after IHDR."""
+    from .deepio import encode_png16
+
     q = (arr * 65535.0 + 0.5).astype(np.uint16)
-    ok, enc = cv2.imencode(".png", q[..., [2, 1, 0, 3][:q.shape[2]]])
-    if not ok:
-        raise ImageError("OpenCV could not encode the 16-bit PNG")
-    png = enc.tobytes()
     chunks = b""
     if icc:
         chunks += _chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))
     if exif:
         chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
-    end_of_ihdr = 8 + 12 + 13  # signature, IHDR's length + type + CRC, its 13 bytes
-    return png[:end_of_ihdr] + chunks + png[end_of_ihdr:]
+    return encode_png16(q, chunks)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

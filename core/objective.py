@@ -34,9 +34,9 @@ class Fidelity(torch.nn.Module):
         if name == "nlpd":
             self.metric = SmoothNLPD()
         elif name == "ssim":
-            from .priors import load_fidelity
+            from .fullref import SSIMDistance
 
-            self.metric = load_fidelity(name, weights_dir=weights_dir)
+            self.metric = SSIMDistance()
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if self.name == "none":
@@ -62,25 +62,18 @@ class Fidelity(torch.nn.Module):
 
 
 class SmoothNLPD(torch.nn.Module):
-    """pyiqa's NLPD (Laparra et al. 2016) with ``sqrt(m + 1e-12)`` per pyramid band.
+    """NLPD (Laparra et al. 2016, :class:`.fullref.NLPD`) with ``sqrt(m + 1e-12)`` per pyramid band.
 
-    pyiqa takes ``sqrt(mean(diff^2))`` per band, whose gradient is NaN wherever a
-    band's difference is exactly zero, which is exactly where MAP starts (the exact
-    inversion reproduces the input). The smoothing moves the value by at most 1e-6.
+    The plain ``sqrt(mean(diff^2))`` per band has a NaN gradient wherever a band's difference is
+    exactly zero, which is exactly where MAP starts (the exact inversion reproduces the input). The
+    smoothing moves the value by at most 1e-6.
     """
 
     def __init__(self):
         super().__init__()
-        from pyiqa.archs.nlpd_arch import NLPD
+        from .fullref import NLPD
 
-        self.net = NLPD().eval().requires_grad_(False)
+        self.net = NLPD(eps=1e-12)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from pyiqa.archs.ssim_arch import to_y_channel
-
-        net = self.net.to(x.device)
-        if net.test_y_channel and net.channels == 1:
-            x, ref = to_y_channel(x), to_y_channel(ref)
-        bands = [torch.sqrt(((a - b) ** 2).mean(dim=(1, 2, 3)) + 1e-12)
-                 for a, b in zip(net.pyramid(x), net.pyramid(ref))]
-        return torch.stack(bands, dim=1).mean(dim=1)
+        return self.net(x, ref)

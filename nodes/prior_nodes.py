@@ -12,12 +12,13 @@ DEVICES = ["auto", "cpu", "gpu"]
 
 
 def prior_names() -> list[str]:
-    """Every loadable name; the built-ins alone when pyiqa is missing (the pack must still load)."""
+    """Every loadable name, pyiqa's included even when pyiqa is not installed (the node then says what to
+    install when one is chosen); the built-ins alone if even that list cannot be read (the pack must load)."""
     from ..core.priors import BUILTINS
     try:
         from ..core.priors import available
         names = available()
-    except Exception:  # pyiqa missing or broken: the node reports it when used
+    except Exception:  # a broken pyiqa install: the node reports it when used
         names = ["builtin", "hybrid-builtin", *BUILTINS]
     first = ["builtin", "hybrid-builtin", "niqe", "brisque", "piqe", "cnniqa-builtin"]
     return first + [n for n in names if n not in first]
@@ -68,10 +69,12 @@ class LoadIQAPrior(Node):
                 prior = priors.load_local(path, device=dev, weights_dir=folder)
             else:
                 prior = priors.load(name, weights_dir=folder, device=dev)
-        except ImportError as e:
-            raise RuntimeError(f"loading prior '{name}' needs pyiqa, which ComfyUI's Python cannot import ({e}): "
-                               "pip install pyiqa in that Python (ComfyUI-Manager installs requirements.txt), "
-                               "then restart ComfyUI") from None
+        except priors.PyiqaMissingError as e:
+            raise RuntimeError(priors.pyiqa_backend.missing_message(e.metric, host="ComfyUI")) from None
+        except ImportError as e:  # pyiqa present but one of what its metric imports is not
+            raise RuntimeError(f"loading prior '{name}' failed: {e}. pyiqa's learned metrics need: "
+                               + "; ".join(priors.pyiqa_backend.light_install_commands())
+                               + ". Run that in ComfyUI's Python, then restart ComfyUI.") from None
         if calibration == "none":
             _drop_calibration(prior)
         return (prior.to(dev).eval(),)

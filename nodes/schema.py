@@ -1,7 +1,7 @@
 """What each node takes and returns, as data: one source for ComfyUI's V3 schema and for plain Python.
 
 A node declares a :class:`Schema`; :func:`to_v3` renders it as
-``comfy_api.latest.io.Schema`` when ComfyUI loads the pack (nodes/v3.py), and
+``io.Schema`` of the pinned ``comfy_api`` version when ComfyUI loads the pack (nodes/v3.py), and
 :func:`legacy_input_types` as the V1 ``INPUT_TYPES`` dict that the tests,
 ``tools/make_workflows.py`` and the saved-workflow checks read without ComfyUI.
 Saved workflows store widget values by position, so the order here is part of
@@ -183,8 +183,9 @@ def _v3_input(io, i: Input):
 
 
 def to_v3(schema: Schema):
-    """``comfy_api.latest.io.Schema`` of ``schema`` (imports ComfyUI's API: call it inside ComfyUI only)."""
-    from comfy_api.latest import io
+    """``io.Schema`` of ``schema`` in the pinned node API (:func:`.v3.api`; call it inside ComfyUI only)."""
+    from .v3 import api
+    _, io, _ = api()
 
     taken = {i.id for i in schema.inputs}
     # An output id must not repeat an input id in 0.3.64 (IQA Fine-tune Upscaler's upscale_model is both);

@@ -255,22 +255,32 @@ def test_denoiser_as_diffusion_model_follows_spandrel_conventions():
         denoiser_from_spandrel(SimpleNamespace(architecture=SimpleNamespace(id="SCUNet"), model=net, scale=4))
 
 
-def test_pack_loads_without_pyiqa_and_reports_it_when_used():
+def test_pack_loads_without_pyiqa_lists_its_metrics_and_says_what_to_install():
+    """pyiqa is optional: every node registers, the built-ins run, Load IQA Prior still lists pyiqa's metrics,
+    and choosing one says exactly what to run in this Python (the light install), never installing anything."""
     code = (
         "import sys; sys.modules['pyiqa'] = None\n"
         "import iqa_map\n"
         "from iqa_map.nodes import NODES as N\n"
         f"assert len(N) == {len(N)}, N\n"  # every node registers without pyiqa
         "names = N['IQAMAP_LoadIQAPrior'].INPUT_TYPES()['required']['name'][0]\n"
-        "assert 'builtin' in names and 'musiq' not in names\n"
+        "assert names[0] == 'builtin' and {'musiq', 'liqe', 'topiq_nr', 'clipiqa'} <= set(names), names\n"
+        "p, = N['IQAMAP_LoadIQAPrior'].execute('niqe')\n"
+        "print('NIQE', type(p).__module__)\n"
         "try:\n"
-        "    N['IQAMAP_LoadIQAPrior'].execute('niqe')\n"
+        "    N['IQAMAP_LoadIQAPrior'].execute('musiq')\n"
         "except RuntimeError as e:\n"
         "    print('ERR', e)\n"
+        "assert sys.modules['pyiqa'] is None\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "ERR" in out.stdout and "pip install pyiqa" in out.stdout
+    assert "NIQE iqa_map.core.priors.builtin" in out.stdout
+    err = out.stdout.split("ERR ", 1)[1]
+    assert err.startswith("'musiq' is a pyiqa metric, and pyiqa is not installed in this Python")
+    assert f'"{sys.executable}" -m pip install --no-deps pyiqa' in err
+    assert f'"{sys.executable}" -m pip install timm openai-clip pyyaml requests huggingface_hub' in err
+    assert err.rstrip().endswith("then restart ComfyUI.")
 
 
 if __name__ == "__main__":  # rewrite node_interface.json after an intended interface change

@@ -83,7 +83,13 @@ def test_torch_is_not_a_declared_dependency():
         if line.strip() and not line.startswith("#")]
     names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
     assert not names & {"torch", "torchvision", "torchaudio"}
-    assert {"diffusers", "pyiqa", "safetensors", "numpy"} <= names
+    assert {"diffusers", "safetensors", "numpy"} <= names
+    # optional (issue 36): the built-ins are the pack's own code; pyiqa is an extra, OpenCV used only when present
+    assert not names & {"pyiqa", "opencv-python", "opencv-python-headless"}
+    extras = meta["project"]["optional-dependencies"]
+    assert any(d.startswith("pyiqa") for d in extras["pyiqa"]) and any(d.startswith("pyiqa") for d in extras["test"])
+    pyproject_names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in meta["project"]["dependencies"]}
+    assert pyproject_names == names, "requirements.txt and pyproject's dependencies list the same packages"
     assert importlib.util.find_spec("iqa_map") is not None
 
 

@@ -9,10 +9,11 @@ higher = better, differentiable w.r.t. the image and deterministic::
     q.native(img)     # NIQE itself (lower = better)
     q.calibrated(img) # [0, 100], 100 = best
 
-Names: the built-ins ``niqe``, ``brisque``, ``piqe`` (parameters shipped,
-never downloaded), ``cnniqa-builtin`` (a CNNIQA network trained by this project,
+Names: the built-ins ``niqe``, ``brisque``, ``piqe`` (IQA-MAP's own code, parameters shipped,
+never downloaded; :mod:`.builtin`), ``cnniqa-builtin`` (a CNNIQA network trained by this project,
 weights shipped; ``training/nriqa.py``) and ``hybrid-builtin`` (alias ``builtin``); any pyiqa
-no-reference metric by its pyiqa name (``musiq``, ``liqe``, ``topiq_nr``...);
+no-reference metric by its pyiqa name (``musiq``, ``liqe``, ``topiq_nr``...; pyiqa is optional and
+only these need it, :class:`PyiqaMissingError` says what to install);
 ``ms-<name>`` for the multi-scale version of any of them; ``<arch>:<file>``
 for a local safetensors network (``cnniqa:/path/cnniqa_live_gray.safetensors``).
 See ``docs/priors.md``.
@@ -29,10 +30,12 @@ from .base import Calibration, Prior, score_and_grad
 from .calibration import fit_calibration, fit_constants, lookup as lookup_calibration
 from .fusion import FUSION_MODES, FusedPrior, MultiScalePrior, fuse
 from .local import ARCHS, LocalPrior
+from .pyiqa_backend import PyiqaMissingError, pyiqa_available
 from .weights import ENV_VAR, WeightsMissingError, offline_weights, resolve_weights_dir
 
 __all__ = [
     "Prior", "Calibration", "FusedPrior", "FUSION_MODES", "MultiScalePrior", "LocalPrior", "WeightsMissingError",
+    "PyiqaMissingError", "pyiqa_available",
     "load", "load_local", "load_fidelity", "fuse", "fit_calibration", "fit_constants", "available",
     "score_and_grad", "offline_weights", "resolve_weights_dir", "BUILTINS", "HYBRID_BUILTIN", "ENV_VAR",
 ]
@@ -77,10 +80,15 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
     if sep and arch in ARCHS:
         return load_local(_find_file(file, folder), arch=arch, device=device, weights_dir=folder,
                           calibration_file=calibration_file, **kwargs)
-    from .pyiqa_backend import PRIOR_CLASSES, PyiqaPrior, nr_metric_names
+    from .builtin import PRIOR_CLASSES
+    if name in PRIOR_CLASSES:
+        prior = PRIOR_CLASSES[name](name, device=device)
+        prior.calibration = lookup_calibration(name, folder, calibration_file)
+        return prior
+    from .pyiqa_backend import PyiqaPrior, nr_metric_names
     if name not in nr_metric_names():
         raise ValueError(_unknown(name, available()))
-    prior = PRIOR_CLASSES.get(name, PyiqaPrior)(name, weights_dir=folder, device=device, **kwargs)
+    prior = PyiqaPrior(name, weights_dir=folder, device=device, **kwargs)
     prior.calibration = lookup_calibration(name, folder, calibration_file)
     return prior
 

@@ -1,11 +1,16 @@
-"""pyiqa metrics as priors (NR) and fidelity terms (FR), plus the offline built-ins.
+"""pyiqa metrics as priors (NR) and fidelity terms (FR). pyiqa is optional.
 
-pyiqa is imported lazily: it takes seconds and pulls in timm/transformers,
-which a caller that only wants CNNIQA or a fused built-in should not pay for.
+pyiqa is imported lazily: it takes seconds and pulls in timm/transformers, which a caller that only
+wants a built-in should not pay for. When it is not installed, the names of its metrics still come
+from a snapshot shipped with the pack (``data/pyiqa_metrics.json``), so a user can pick one and is
+told exactly what to install (:class:`PyiqaMissingError`); nothing is ever installed at run time.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -14,12 +19,54 @@ from .base import Calibration, Prior, _ensure_min_size, grad_enabled
 from .weights import WeightsMissingError, offline_weights
 
 DATA = Path(__file__).with_name("data")
-#: Metrics whose parameters ship with IQA-MAP: no download, ever.
+SNAPSHOT_FILE = DATA / "pyiqa_metrics.json"
+#: pyiqa's own options that point its NIQE/BRISQUE at the parameter files shipped here (tests compare).
 BUILTIN_FILES = {
     "niqe": {"pretrained_model_path": str(DATA / "niqe_pris_params.mat")},
     "brisque": {"pretrained_model_path": str(DATA / "brisque_live_svr.pth")},
     "piqe": {},
 }
+#: The light pyiqa install (docs/install.md): pyiqa without its development and dataset dependencies, plus
+#: what its learned metrics import. pyiqa itself also imports cv2: OpenCV is added only where none is importable.
+LIGHT_INSTALL = ("--no-deps pyiqa", "timm openai-clip pyyaml requests huggingface_hub")
+LIGHT_OPENCV = "opencv-python-headless"
+#: TOPIQ's module imports facexlib (face cropping, unused by the no-reference TOPIQ), which imports these.
+LIGHT_TOPIQ = ("--no-deps facexlib", "filterpy numba")
+
+
+def pyiqa_available() -> bool:
+    """Whether ``import pyiqa`` can work (without importing it); a ``None`` entry in sys.modules blocks it."""
+    if "pyiqa" in sys.modules:
+        return sys.modules["pyiqa"] is not None
+    return importlib.util.find_spec("pyiqa") is not None
+
+
+def light_install_commands(python: str | None = None) -> list[str]:
+    """The commands of the light install for the given interpreter (default: this one)."""
+    pip = f'"{python or sys.executable}" -m pip install'
+    extra = "" if importlib.util.find_spec("cv2") is not None else f" {LIGHT_OPENCV}"
+    return [f"{pip} {LIGHT_INSTALL[0]}", f"{pip} {LIGHT_INSTALL[1]}{extra}"]
+
+
+def missing_message(name: str, host: str = "the program") -> str:
+    """What to run when pyiqa metric ``name`` is chosen where pyiqa is not installed."""
+    py = sys.executable
+    cmds = light_install_commands()
+    if name.startswith("topiq"):
+        cmds.append(f'"{py}" -m pip install {LIGHT_TOPIQ[0]} && "{py}" -m pip install {LIGHT_TOPIQ[1]}')
+    return (f"'{name}' is a pyiqa metric, and pyiqa is not installed in this Python ({py}). The built-in priors "
+            "(builtin, niqe, brisque, piqe, cnniqa-builtin) need nothing more. To use it, install pyiqa (pyiqa 0.1.16 "
+            "is licensed PolyForm Noncommercial) without its development and dataset dependencies:\n  "
+            + "\n  ".join(cmds)
+            + f'\n(or all of pyiqa\'s dependencies: "{py}" -m pip install pyiqa), then restart {host}.')
+
+
+class PyiqaMissingError(ImportError):
+    """A pyiqa metric was chosen but pyiqa is not installed: the message says what to run."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(missing_message(name), name="pyiqa")
+        self.metric = name
 #: pyiqa "NR" entries that are not per-image quality scores (set-level statistics, text-conditioned).
 NOT_PRIORS = {"fid", "sfid", "fid_dinov2", "inception_score", "clipscore"}
 #: Smallest image side each metric handles; deep models crop/resize to 224 internally.
@@ -29,8 +76,22 @@ DEEP_MIN_SIZE = 224
 
 
 def _configs() -> dict:
+    """pyiqa's metric table; without pyiqa, the shipped snapshot of it (names, modes, score ranges)."""
+    if not pyiqa_available():
+        return json.loads(SNAPSHOT_FILE.read_text())["metrics"]
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
     return DEFAULT_CONFIGS
+
+
+def snapshot(configs: dict | None = None) -> dict:
+    """The snapshot file's content for the installed pyiqa (``tools/snapshot_pyiqa_metrics.py`` writes it)."""
+    import pyiqa
+    configs = configs if configs is not None else _configs()
+    keep = {k: {f: v[f] for f in ("metric_mode", "score_range", "lower_better") if f in v}
+            for k, v in sorted(configs.items())}
+    return {"_provenance": f"metric names, modes and score ranges of pyiqa {pyiqa.__version__} "
+                           "(pyiqa.default_model_configs), written by tools/snapshot_pyiqa_metrics.py; facts about "
+                           "pyiqa's interface, no pyiqa code", "pyiqa_version": pyiqa.__version__, "metrics": keep}
 
 
 def nr_metric_names() -> list[str]:
@@ -53,6 +114,8 @@ def parse_range(text: str | None) -> tuple[float | None, float | None]:
 
 
 def _create(name: str, weights_dir, device, **kwargs):
+    if not pyiqa_available():
+        raise PyiqaMissingError(name)
     import pyiqa
     device = torch.device(device) if device is not None else torch.device("cpu")
     if name in BUILTIN_FILES:
@@ -142,81 +205,3 @@ class PyiqaFidelity(torch.nn.Module):
                 return s
             top = self.native_range[1]
             return top - s if top is not None else -s
-
-
-def piqe_differentiable(img: torch.Tensor, block_size: int = 16, activity_threshold: float = 0.1,
-                        block_impaired_threshold: float = 0.1, window_size: int = 6) -> torch.Tensor:
-    """PIQE score [B] with a gradient: pyiqa's ``piqe_arch.piqe`` with a straight-through rounding.
-
-    pyiqa quantises the grey image with ``torch.round``, whose gradient is zero
-    everywhere, so its PIQE gives no gradient at all. Same steps and pyiqa
-    helpers as ``piqe_arch.piqe``; the block masks (activity, noise, artefact)
-    stay hard thresholds, the gradient flows through the block variances.
-    """
-    from pyiqa.archs.func_util import diff_round, normalize_img_with_gauss
-    from pyiqa.archs.piqe_arch import noise_criterion, notice_dist_criterion
-    from pyiqa.matlab_utils import symm_pad
-    from pyiqa.utils.color_util import to_y_channel
-
-    y = to_y_channel(img, out_data_range=1, color_space="yiq")
-    # clamp: an all-black image has maximum 0 (pyiqa divides by it)
-    y = diff_round(255 * y / y.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1))
-    b, _, h, w = y.shape
-    y = symm_pad(y, (0, w % block_size, 0, h % block_size))
-    y = normalize_img_with_gauss(y, padding="replicate")
-    blocks = y.unfold(2, block_size, block_size).unfold(3, block_size, block_size)
-    blocks = blocks.contiguous().view(b, -1, block_size, block_size)
-    var = torch.var(blocks, dim=[2, 3], unbiased=True)
-    active = (var > activity_threshold).float()
-    sigma, beta = noise_criterion(blocks, block_size - 1, var)
-    noisy = (sigma > 2 * beta).float()
-    impaired = notice_dist_criterion(blocks, window_size, block_impaired_threshold, block_size).float()
-    dist = (active * impaired * (1 - var) + active * noisy * var).sum(dim=1)
-    return (dist + 1) / (active.sum(dim=1) + 1) * 100
-
-
-class PiqePrior(PyiqaPrior):
-    """PIQE with a usable gradient (see :func:`piqe_differentiable`)."""
-
-    def __init__(self, name: str = "piqe", **kwargs) -> None:
-        super().__init__("piqe", **kwargs)
-
-    def _native(self, img: torch.Tensor) -> torch.Tensor:
-        return piqe_differentiable(img.to(self.device))
-
-
-def flat_score(name: str) -> float:
-    """What a textureless image scores: the centre of the shipped calibration (calibrated 50, a typical
-    photo), so that "no texture to judge" reads as neither good nor bad."""
-    from .calibration import lookup
-    return lookup(name).C
-
-
-class NiqePrior(PyiqaPrior):
-    """NIQE that is total on flat images (see :mod:`.nss`); pyiqa's value wherever pyiqa's is finite."""
-
-    def __init__(self, name: str = "niqe", **kwargs) -> None:
-        super().__init__("niqe", **kwargs)
-        self.flat_score = flat_score("niqe")
-
-    def _native(self, img: torch.Tensor) -> torch.Tensor:
-        from . import nss
-        net = self.metric.net
-        return nss.niqe(img.to(self.device), net.mu_pris_param, net.cov_pris_param, self.flat_score)
-
-
-class BrisquePrior(PyiqaPrior):
-    """BRISQUE that is total on flat images (see :mod:`.nss`); pyiqa's value wherever pyiqa's is finite."""
-
-    def __init__(self, name: str = "brisque", **kwargs) -> None:
-        super().__init__("brisque", **kwargs)
-        self.flat_score = flat_score("brisque")
-
-    def _native(self, img: torch.Tensor) -> torch.Tensor:
-        from . import nss
-        net = self.metric.net
-        return nss.brisque(img.to(self.device), net.sv_coef, net.sv, net.gamma, net.rho, self.flat_score)
-
-
-#: Built-ins with their own implementation of pyiqa's metric (gradient or totality fixed).
-PRIOR_CLASSES = {"piqe": PiqePrior, "niqe": NiqePrior, "brisque": BrisquePrior}

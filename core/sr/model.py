@@ -84,10 +84,21 @@ def _starts(size: int, tile: int, step: int) -> list[int]:
     return sorted(set(s))
 
 
-def upscale(model, img: torch.Tensor, tile: int = 512, overlap: int = 32, callback=None) -> torch.Tensor:
+def upscale(model, img: torch.Tensor, tile: int = 512, overlap: int = 32, callback=None,
+            on_oom=None) -> torch.Tensor:
     """``img`` [B,3,h,w] in [0,1] -> [B,3,h*s,w*s], clamped; inputs larger than ``tile`` pixels a side go in
     overlapping tiles (``tile=0``: never). ``model`` is a descriptor (its scale) or ``(module, scale)``.
-    Gradients flow when enabled (training crops are never tiled)."""
+    Gradients flow when enabled (training crops are never tiled). An out-of-memory error halves the tile and
+    runs again (:func:`..oom.halving_retry`; ``on_oom`` frees memory first, e.g. ComfyUI's soft_empty_cache)."""
+    from ..oom import halving_retry
+
+    first = tile or max(img.shape[-2:])
+    return halving_retry(lambda t: _upscale(model, img, 0 if t >= max(img.shape[-2:]) and not tile else t,
+                                            overlap if overlap * 2 < t or t == tile else t // 4, callback),
+                         first, on_oom=on_oom, what="upscaling")
+
+
+def _upscale(model, img: torch.Tensor, tile: int, overlap: int, callback=None) -> torch.Tensor:
     module, scale = (model.model, model.scale) if hasattr(model, "model") else model
     minimum = getattr(getattr(model, "size_requirements", None), "minimum", 0) or 0
     h, w = img.shape[-2:]
