@@ -1,0 +1,182 @@
+"""Flow-matching families through the pack's MODEL nodes, in-process, with ComfyUI's own model classes.
+
+    $COMFYUI_PYTHON check_flow.py IMAGE FAMILY [FAMILY ...]     (prints one RESULT JSON line)
+
+Each family is a tiny random-weight network built with ComfyUI 0.8's
+``supported_models`` config and ``model_base`` class (the real block code,
+RoPE, latent format and model sampling), a small VAE of the family's latent
+layout, and the conditioning its text encoder would give (pooled outputs,
+Flux guidance). Everything runs under ``torch.inference_mode()`` as ComfyUI's
+executor does. The network is float32, the EDICT pair float64.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+IMAGE = os.path.abspath(sys.argv[1])
+FAMILIES = sys.argv[2:]
+sys.path.insert(0, os.environ["COMFYUI_PATH"])
+sys.argv = [sys.argv[0], "--cpu"]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()
+import comfy.model_management as mm  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.supported_models as SM  # noqa: E402
+import nodes as core_nodes  # noqa: E402
+
+from iqa_map.core import edict  # noqa: E402
+from iqa_map.nodes import NODES as N  # noqa: E402
+from iqa_map.nodes import comfy as C  # noqa: E402
+from iqa_map.nodes import comfy_grad  # noqa: E402
+
+G = torch.Generator().manual_seed(0)
+
+
+def init_(module):
+    """ComfyUI's ops leave weights uninitialised (they come from files): random, scaled to keep signals O(1)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim <= 1:
+                p.fill_(1.0 if name.endswith(("weight", "scale", "gamma")) else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=G) / math.sqrt(p[0].numel()))
+    return module
+
+
+def patcher(config_cls, unet_config):
+    model = config_cls(unet_config).get_model({})
+    init_(model.diffusion_model)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def kl_vae(z_channels: int):
+    """A narrow AutoencoderKL (8x) of the family's latent channels, loaded through comfy.sd.VAE."""
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    sd = init_(AutoencoderKL(ddconfig=dd, embed_dim=z_channels)).state_dict()
+    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": dd, "embed_dim": z_channels}})
+
+
+def cond(ctx_dim, tokens=6, **extra):
+    return [[torch.randn(1, tokens, ctx_dim, generator=G) * 0.5, dict(extra)]]
+
+
+# -- the families ------------------------------------------------------------------------------------------
+
+def flux(guidance_embed=True, cls=SM.Flux):
+    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=8, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=2, qkv_bias=True, guidance_embed=guidance_embed, txt_ids_dims=[])
+    pooled = torch.randn(1, 8, generator=G)
+    return patcher(cls, cfg), kl_vae(16), cond(16, pooled_output=pooled, guidance=3.5)
+
+
+def sd3():
+    cfg = dict(in_channels=16, depth=1, patch_size=2, adm_in_channels=8, pos_embed_max_size=16, num_patches=256,
+               pos_embed_scaling_factor=None, context_embedder_config={
+                   "target": "torch.nn.Linear", "params": {"in_features": 16, "out_features": 64}})
+    return patcher(SM.SD3, cfg), kl_vae(16), cond(16, pooled_output=torch.randn(1, 8, generator=G))
+
+
+BUILD = {
+    "flux_dev": lambda: flux(True),
+    "flux_schnell": lambda: flux(False, SM.FluxSchnell),
+    "sd3": sd3,
+}
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def ksampler(model, pos, lat):
+    return core_nodes.common_ksampler(model, 7, 2, 1.0, "euler", "simple", pos, pos, lat, denoise=1.0)[0]["samples"]
+
+
+def gradients(model, lat, inv, pos, vae):
+    """Reversible vs plain-autograd gradient of a decoded objective w.r.t. the EDICT pair, and how long each took."""
+    codec = C.ComfyVAECodec(vae, C.latent_format(model))
+    out = {}
+
+    def run(den, x):
+        i = inv.inversion
+        w = torch.randn(1, 3, 64, 64, generator=G)  # outside inference mode, as the node's own tensors
+        with comfy_grad.differentiable(den.network):
+            for mode in ("reversible", "autograd"):
+                t0 = time.perf_counter()
+                _, g = edict.value_and_grad(den, i.pair, i.sigmas, lambda a, b: (codec.decode(a) * w).sum(),
+                                            mix=i.mix, grad=mode)
+                out[mode] = torch.cat([g[0].flatten(), g[1].flatten()])
+                out[mode + "_s"] = time.perf_counter() - t0
+        return x
+
+    C.run_in_comfy_sampler(model, lat["samples"], inv.inversion.sigmas, run, pos)
+    return {"grad_rel_diff": rel(out["reversible"], out["autograd"]),
+            "grad_norm": float(out["autograd"].norm()), "grad_seconds": [out["reversible_s"], out["autograd_s"]]}
+
+
+def check(name, model, vae, pos, img, prior, steps=4):
+    r = {"model_class": type(model.model).__name__}
+    lat, = core_nodes.VAEEncode().encode(vae, img)
+    r["latent_shape"] = list(lat["samples"].shape)
+    before = ksampler(model, pos, lat)
+    inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=steps, strength=1.0, positive=pos)
+    i = inv.inversion
+    back = C.run_in_comfy_sampler(model, lat["samples"], i.sigmas,
+                                  lambda den, x: edict.sample(den, i.pair, i.sigmas, mix=i.mix, grad=None)[0].float(),
+                                  pos)
+    r["sample_back_rel_error"] = rel(back, lat["samples"])
+    zero, _ = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=0)
+    r["zero_iterations_rel_error"] = rel(zero["samples"], lat["samples"])  # LATENT in -> LATENT out
+    r.update(gradients(model, lat, inv, pos, vae))
+    res, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=2)
+    h = json.loads(hist)
+    r["objectives"] = [e["objective"] for e in h["history"]]
+    r["scores"] = [e["score"] for e in h["history"]]
+    r["events"] = h["events"]
+    r["inversion_error"] = h["inversion_error"]
+    r["out_latent_shape"] = list(res["samples"].shape)
+    image, = N["IQAMAP_Decode"].execute(res, vae)
+    r["image_shape"] = list(image.shape)
+    r["image_finite"] = bool(torch.isfinite(image).all())
+    after = ksampler(model, pos, lat)
+    r["ksampler_bit_identical"] = bool(torch.equal(before, after))
+    r["rope_restored"] = not any(hasattr(f, "__wrapped__") for f in _rope_functions())
+    return r
+
+
+def _rope_functions():
+    import comfy.ldm.flux.math as fm
+    return [getattr(m, n) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("comfy.")
+            for n in comfy_grad.ROPE_NAMES if n in getattr(m, "__dict__", {}) and m is not None] + [fm.apply_rope]
+
+
+def main():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    img = torch.from_numpy(np.asarray(Image.open(IMAGE).convert("RGB"), dtype=np.float32) / 255)[None, :64, :64]
+    out = {}
+    with torch.inference_mode():
+        prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
+        for name in FAMILIES:
+            t0 = time.perf_counter()
+            model, vae, pos = BUILD[name]()
+            out[name] = check(name, model, vae, pos, img, prior)
+            out[name]["seconds"] = time.perf_counter() - t0
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
