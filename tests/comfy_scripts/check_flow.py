@@ -58,13 +58,21 @@ def patcher(config_cls, unet_config):
     return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
 
 
-def kl_vae(z_channels: int):
-    """A narrow AutoencoderKL (8x) of the family's latent channels, loaded through comfy.sd.VAE."""
+def kl_vae(z_channels: int, batch_norm: bool = False):
+    """A narrow AutoencoderKL (8x) of the family's latent channels, loaded through comfy.sd.VAE.
+
+    ``batch_norm``: Flux.2's layout, 2x2 patches of the latent behind a batch norm: 4 * z_channels channels, 16x.
+    """
     from comfy.ldm.models.autoencoder import AutoencoderKL
     dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+          "batch_norm_latent": batch_norm}
     sd = init_(AutoencoderKL(ddconfig=dd, embed_dim=z_channels)).state_dict()
-    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": dd, "embed_dim": z_channels}})
+    vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": dd, "embed_dim": z_channels}})
+    if batch_norm:  # what comfy.sd.VAE's detection sets for this layout
+        vae.downscale_ratio = vae.upscale_ratio = 16
+        vae.latent_channels = 4 * z_channels
+    return vae
 
 
 def cond(ctx_dim, tokens=6, **extra):
@@ -88,10 +96,56 @@ def sd3():
     return patcher(SM.SD3, cfg), kl_vae(16), cond(16, pooled_output=torch.randn(1, 8, generator=G))
 
 
+def flux2():
+    cfg = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=16,
+               hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 4, 4, 4],
+               theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
+               global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+               ref_index_scale=10.0)
+    vae = kl_vae(32, batch_norm=True)
+    return patcher(SM.Flux2, cfg), vae, cond(16, guidance=4.0, pooled_output=None)
+
+
+def chroma():
+    cfg = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=2, qkv_bias=True, in_dim=64, out_dim=32, hidden_dim=32, n_layers=1, txt_ids_dims=[],
+               vec_in_dim=None)
+    return patcher(SM.Chroma, cfg), kl_vae(16), cond(16, pooled_output=None)
+
+
+def qwen_image():
+    cfg = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=1,
+               attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16, axes_dims_rope=(4, 6, 6))
+    return patcher(SM.QwenImage, cfg), wan_vae(), cond(16)
+
+
+def lumina2(z_image=False):
+    cfg = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
+               n_heads=2, n_kv_heads=2, multiple_of=16, qk_norm=True, cap_feat_dim=16, axes_dims=[4, 6, 6],
+               axes_lens=[64, 64, 64], rope_theta=256.0 if z_image else 10000.0)
+    if z_image:
+        cfg.update(z_image_modulation=True, time_scale=1000.0, ffn_dim_multiplier=8.0 / 3.0, pad_tokens_multiple=32)
+    return patcher(SM.ZImage if z_image else SM.Lumina2, cfg), kl_vae(16), cond(16)
+
+
+def wan_vae():
+    """Qwen-Image's VAE is Wan 2.1's (a video VAE: latents [B,16,1,H,W]); narrow, through comfy.sd.VAE's detection."""
+    from comfy.ldm.wan.vae import WanVAE
+    net = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True])
+    return comfy.sd.VAE(sd=init_(net).state_dict())
+
+
 BUILD = {
     "flux_dev": lambda: flux(True),
     "flux_schnell": lambda: flux(False, SM.FluxSchnell),
     "sd3": sd3,
+    "flux2": flux2,
+    "chroma": chroma,
+    "qwen_image": qwen_image,
+    "lumina2": lumina2,
+    "z_image": lambda: lumina2(True),
 }
 
 
