@@ -49,6 +49,9 @@ def init_(module):
                 p.fill_(1.0 if name.endswith(("weight", "scale", "gamma")) else 0.0)
             else:
                 p.copy_(torch.randn(p.shape, generator=G) / math.sqrt(p[0].numel()))
+        for name, b in module.named_buffers():
+            if name.endswith("pos_embed"):  # SD3's position table is a buffer read from the checkpoint
+                b.copy_(torch.randn(b.shape, generator=G) * 0.1)
     return module
 
 
@@ -182,6 +185,56 @@ def gradients(model, lat, inv, pos, vae):
             "grad_norm": float(out["autograd"].norm()), "grad_seconds": [out["reversible_s"], out["autograd_s"]]}
 
 
+class SavedBytes:
+    """Peak bytes autograd holds for backward, counted in the pack hook of :mod:`comfy_grad`'s copy-on-write (every
+    activation of the gradient pass goes through it): a deterministic measure of the gradient's extra memory."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def __enter__(self):
+        import weakref
+        self.orig = orig = comfy_grad._CopyOnWrite.pack
+
+        def pack(mode, t):
+            h = orig(mode, t)
+            n = t.numel() * t.element_size()
+            self.live += n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(h, self._free, n)
+            return h
+        comfy_grad._CopyOnWrite.pack = pack
+        return self
+
+    def _free(self, n):
+        self.live -= n
+
+    def __exit__(self, *exc):
+        comfy_grad._CopyOnWrite.pack = self.orig
+
+
+def memory(model, vae, pos, img, steps=(5, 50)):
+    """Peak saved bytes of one gradient at 5 and 50 steps, reversible (flat) and plain autograd (grows)."""
+    lat, = core_nodes.VAEEncode().encode(vae, img)
+    codec = C.ComfyVAECodec(vae, C.latent_format(model))
+    out = {}
+    for n in steps:
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=n, strength=1.0, positive=pos)
+        i = inv.inversion
+
+        def run(den, x):
+            with comfy_grad.differentiable(den.network):
+                for mode in ("reversible", "autograd"):
+                    with SavedBytes() as sb:
+                        edict.value_and_grad(den, i.pair, i.sigmas, lambda a, b: codec.decode(a).mean(), mix=i.mix,
+                                             grad=mode)
+                    out[f"{mode}_{n}"] = sb.peak
+            return x
+
+        C.run_in_comfy_sampler(model, lat["samples"], i.sigmas, run, pos)
+    return out
+
+
 def check(name, model, vae, pos, img, prior, steps=4):
     r = {"model_class": type(model.model).__name__}
     lat, = core_nodes.VAEEncode().encode(vae, img)
@@ -226,6 +279,10 @@ def main():
         prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
         for name in FAMILIES:
             t0 = time.perf_counter()
+            if name.startswith("memory:"):
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                out[name] = memory(model, vae, pos, img)
+                continue
             model, vae, pos = BUILD[name]()
             out[name] = check(name, model, vae, pos, img, prior)
             out[name]["seconds"] = time.perf_counter() - t0
