@@ -120,6 +120,7 @@ class _CopyOnWrite(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.saved = {}      # storage pointer -> weak references to _Saved
+        self.limit = 8192
         self.copies = 0      # how many activations were copied (for the docs' memory figures)
         self.copied_bytes = 0
 
@@ -128,8 +129,9 @@ class _CopyOnWrite(TorchFunctionMode):
         key = _storage_key(t)
         if key is not None:
             self.saved.setdefault(key, []).append(weakref.ref(h))
-            if len(self.saved) > 8192:  # long runs: forget storages whose activations autograd already freed
+            if len(self.saved) > self.limit:  # long runs: forget storages whose activations autograd freed
                 self.saved = {k: v for k, v in self.saved.items() if any(r() is not None for r in v)}
+                self.limit = max(8192, 2 * len(self.saved))  # amortised: pruning stays linear
         return h
 
     @staticmethod

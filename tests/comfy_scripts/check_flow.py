@@ -34,6 +34,7 @@ import comfy.supported_models as SM  # noqa: E402
 import nodes as core_nodes  # noqa: E402
 
 from iqa_map.core import edict  # noqa: E402
+from iqa_map.core._grad import autograd_safe  # noqa: E402
 from iqa_map.nodes import NODES as N  # noqa: E402
 from iqa_map.nodes import comfy as C  # noqa: E402
 from iqa_map.nodes import comfy_grad  # noqa: E402
@@ -99,6 +100,19 @@ def sd3():
     return patcher(SM.SD3, cfg), kl_vae(16), cond(16, pooled_output=torch.randn(1, 8, generator=G))
 
 
+def sd3_file():
+    """SD3 loaded from a file through ComfyUI's own detection (UNETLoader's path): the tiny SD3's keys as in a
+    released SD3 single-file diffusion model."""
+    import tempfile
+
+    from safetensors.torch import save_file
+    model, vae, pos = sd3()
+    sd = {"model.diffusion_model." + k: v.contiguous() for k, v in model.model.diffusion_model.state_dict().items()}
+    path = os.path.join(tempfile.mkdtemp(prefix="iqa_sd3_"), "tiny_sd3.safetensors")
+    save_file(sd, path)
+    return comfy.sd.load_diffusion_model(path), vae, pos
+
+
 def flux2():
     cfg = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=16,
                hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 4, 4, 4],
@@ -127,9 +141,27 @@ def lumina2(z_image=False):
     cfg = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
                n_heads=2, n_kv_heads=2, multiple_of=16, qk_norm=True, cap_feat_dim=16, axes_dims=[4, 6, 6],
                axes_lens=[64, 64, 64], rope_theta=256.0 if z_image else 10000.0)
-    if z_image:
-        cfg.update(z_image_modulation=True, time_scale=1000.0, ffn_dim_multiplier=8.0 / 3.0, pad_tokens_multiple=32)
+    if z_image:  # its modulation is 256 wide whatever the model's width: the narrowest Z-Image is 256
+        cfg.update(dim=256, axes_dims=[32, 48, 48], z_image_modulation=True, time_scale=1000.0,
+                   ffn_dim_multiplier=8.0 / 3.0, pad_tokens_multiple=32)
     return patcher(SM.ZImage if z_image else SM.Lumina2, cfg), kl_vae(16), cond(16)
+
+
+def chroma_radiance():
+    """Chroma Radiance: pixel space (16x16 patches decoded by a small NeRF-style head), ComfyUI's pixel VAE."""
+    cfg = dict(image_model="chroma_radiance", in_channels=3, out_channels=3, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=16, qkv_bias=True, in_dim=64, out_dim=32, hidden_dim=32, n_layers=1, txt_ids_dims=[],
+               vec_in_dim=None, nerf_hidden_size=16, nerf_mlp_ratio=2, nerf_depth=1, nerf_max_freqs=4,
+               nerf_tile_size=0, nerf_final_head_type="linear", nerf_embedder_dtype=torch.float32, use_x0=False)
+    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    return patcher(SM.ChromaRadiance, cfg), vae, cond(16, pooled_output=None)
+
+
+def auraflow():
+    cfg = dict(in_channels=4, out_channels=4, patch_size=2, dim=32, n_layers=2, n_double_layers=1, n_heads=2,
+               global_conddim=32, cond_seq_dim=16, max_seq=64)
+    return patcher(SM.AuraFlow, cfg), kl_vae(4), cond(16)
 
 
 def wan_vae():
@@ -144,11 +176,14 @@ BUILD = {
     "flux_dev": lambda: flux(True),
     "flux_schnell": lambda: flux(False, SM.FluxSchnell),
     "sd3": sd3,
+    "sd3_file": sd3_file,
     "flux2": flux2,
     "chroma": chroma,
     "qwen_image": qwen_image,
     "lumina2": lumina2,
     "z_image": lambda: lumina2(True),
+    "chroma_radiance": chroma_radiance,
+    "auraflow": auraflow,
 }
 
 
@@ -223,6 +258,7 @@ def memory(model, vae, pos, img, steps=(5, 50)):
         i = inv.inversion
 
         def run(den, x):
+            autograd_safe(den.network)  # weights loaded under inference mode (as the ascent does itself)
             with comfy_grad.differentiable(den.network):
                 for mode in ("reversible", "autograd"):
                     with SavedBytes() as sb:
@@ -236,7 +272,7 @@ def memory(model, vae, pos, img, steps=(5, 50)):
 
 
 def check(name, model, vae, pos, img, prior, steps=4):
-    r = {"model_class": type(model.model).__name__}
+    r = {"model_class": type(model.model).__name__, "config": type(model.model.model_config).__name__}
     lat, = core_nodes.VAEEncode().encode(vae, img)
     r["latent_shape"] = list(lat["samples"].shape)
     before = ksampler(model, pos, lat)
@@ -286,6 +322,7 @@ def main():
             model, vae, pos = BUILD[name]()
             out[name] = check(name, model, vae, pos, img, prior)
             out[name]["seconds"] = time.perf_counter() - t0
+            print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
     print("RESULT " + json.dumps(out))
 
 
