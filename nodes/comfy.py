@@ -17,11 +17,11 @@ import torch
 
 from ..core._grad import autograd_safe
 from ..core.models.base import Denoiser
+from . import comfy_flow, comfy_grad
 
 log = logging.getLogger("iqa_map")
 
-SUPPORTED_MODELS = ("epsilon-prediction and v-prediction diffusion models (SD1.x, SD2.x, SDXL and their "
-                    "fine-tunes)", "IQA-MAP's Load Built-in Prior Model", "Denoiser as Diffusion Model")
+SUPPORTED_MODELS = comfy_flow.SUPPORTED_MODELS
 
 
 # -- progress, interrupt, preview ----------------------------------------------------------------
@@ -125,16 +125,9 @@ def is_comfy_model(model: Any) -> bool:
 
 
 def check_model_sampling(model) -> Any:
-    """The model's ``model_sampling``; a clear error for parameterisations EDICT cannot run."""
+    """The model's ``model_sampling``; a clear error for models EDICT cannot run (video, unknown parameterisations)."""
     import comfy.model_sampling as ms_mod
-    ms = model.get_model_object("model_sampling")
-    flow = tuple(getattr(ms_mod, n) for n in ("CONST", "COSMOS_RFLOW") if hasattr(ms_mod, n))
-    if isinstance(ms, flow) or not isinstance(ms, ms_mod.EPS):
-        kind = type(model.model).__name__
-        raise ValueError(f"IQA-MAP cannot invert this model ({kind}, {type(ms).__mro__[1].__name__} sampling): "
-                         "flow-matching models such as SD3, Flux or Wan are not supported. Supported: "
-                         + "; ".join(SUPPORTED_MODELS) + ".")
-    return ms
+    return comfy_flow.check_sampling(model, ms_mod)
 
 
 def comfy_sigmas(model, scheduler: str, steps: int, strength: float) -> torch.Tensor:
@@ -160,7 +153,8 @@ class ComfyDenoiser(Denoiser):
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         s = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
-        out = self.model_k(x.float(), s.float(), **self.extra_args)
+        with comfy_grad.evaluation():
+            out = self.model_k(x.float(), s.float(), **self.extra_args)
         return out.to(x.dtype)
 
     def to(self, device=None, dtype=None):  # ComfyUI owns placement
@@ -187,10 +181,17 @@ def run_in_comfy_sampler(model, latent: torch.Tensor, sigmas: torch.Tensor, fn: 
     guider.set_cfg(cfg)
 
     def sampler_function(model_k, x, sigmas_, extra_args=None, callback=None, disable=None, **_):
+        # KSAMPLER hands over noise_scaling(sigmas[0], noise, latent): for flow models (1 - sigma) times the
+        # latent. The core wants the clean latent in sampler space (process_latent_in applied): ComfyUI keeps it.
+        clean = getattr(model_k, "latent_image", None)
+        clean = x if clean is None else clean
+        ms = guider.inner_model.model_sampling
         with torch.inference_mode(False):  # the ascent makes the model's weights autograd-safe itself
-            den = ComfyDenoiser(model_k, dict(extra_args or {}), guider.inner_model.model_sampling,
-                                guider.inner_model)
-            return fn(den, x.detach().clone())
+            den = ComfyDenoiser(model_k, dict(extra_args or {}), ms, guider.inner_model)
+            out = fn(den, clean.detach().clone().to(x.dtype))
+            # ...and divides the result by (1 - sigmas[-1]) afterwards (inverse_noise_scaling): pre-scale so a
+            # schedule that stops above 0 returns the latent unchanged.
+            return ms.noise_scaling(sigmas_[-1:], torch.zeros_like(out), out)
 
     sampler = comfy.samplers.KSAMPLER(sampler_function)
     with torch.inference_mode(False):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.settings import ASCENT, INVERT
-from . import comfy
+from . import comfy, comfy_flow, comfy_grad
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
@@ -35,8 +35,7 @@ def _samples(latent) -> torch.Tensor:
     if not isinstance(latent, dict) or "samples" not in latent:
         raise TypeError("expected a LATENT (a dict with 'samples'), e.g. from VAE Encode")
     z = latent["samples"]
-    if getattr(z, "is_nested", False) or z.ndim != 4:
-        raise ValueError(f"IQA-MAP works on image latents [B,C,H,W]; got shape {tuple(z.shape)}")
+    comfy_flow.check_latent(z)
     return z
 
 
@@ -53,7 +52,8 @@ class DDIMInvert(Node):
                      "itself. DDIM is the classic approximate inversion, kept for comparison. Strength works like "
                      "KSampler's denoise: how deep into the noise schedule to go."),
         inputs=[
-            Input("model", "MODEL", "A checkpoint MODEL (SD1.x/2.x/XL, epsilon or v) or an IQA-MAP pixel MODEL."),
+            Input("model", "MODEL", "A checkpoint MODEL (SD1.x/2.x/XL; flow-matching SD3, Flux.1, Flux.2, Chroma, "
+                  "Qwen-Image, Lumina 2 / Z-Image, AuraFlow) or an IQA-MAP pixel MODEL."),
             Input("latent", "LATENT", "The photo, encoded with the same model's VAE (VAE Encode)."),
             Input("method", "COMBO", "edict: exact inversion (two coupled latents); ddim: approximate, for "
                   "comparison.", options=["edict", "ddim"], default="edict"),
@@ -179,7 +179,10 @@ class LatentMAPAscent(Node):
             box = {}
 
             def sampler_run(den, x):
-                box["res"] = run(den, codec)
+                # The gradient pass: ComfyUI's fused RoPE and in-place block updates made differentiable here
+                # only, and restored on the way out (also on error or interrupt).
+                with comfy_grad.differentiable(den.network):
+                    box["res"] = run(den, codec)
                 return box["res"].latent.float()
 
             raw = codec.to_raw(inv.latent.float())

@@ -93,6 +93,15 @@ def main():
         _, vhist = N["IQAMAP_LatentMAPAscent"].execute(vmodel, vae, prior, vinv, iterations=1)
         out["vpred_inversion_error"] = json.loads(vhist)["inversion_error"]
 
+        # Few-step: LCM sampling (ModelSamplingDiscrete 'lcm', as LCM LoRAs use) at 4 steps.
+        lcm = ModelSamplingDiscrete().patch(model, "lcm", False)[0]
+        linv, = N["IQAMAP_DDIMInvert"].execute(lcm, lat, "edict", steps=4, strength=1.0, scheduler="sgm_uniform",
+                                               positive=pos)
+        lres, lhist = N["IQAMAP_LatentMAPAscent"].execute(lcm, vae, prior, linv, iterations=2)
+        lrep = json.loads(lhist)
+        out["lcm_inversion_error"] = lrep["inversion_error"]
+        out["lcm_objectives"] = [h["objective"] for h in lrep["history"]]
+
         # SDXL: ComfyUI's own SDXL model class (its size/pooled "adm" conditioning) around a narrow UNet, built
         # in-process (a real SDXL checkpoint needs CLIP-G: gigabytes even with random weights). The
         # conditioning is what CLIP Text Encode gives SDXL: token embeddings plus the pooled output.
@@ -110,20 +119,33 @@ def main():
         other, = N["IQAMAP_DDIMInvert"].execute(xl, lat, "edict", steps=3, strength=0.5, positive=xl_cond(1.0))
         out["sdxl_pooled_changes_inversion"] = float((other.inversion.pair[0] - xinv.inversion.pair[0]).abs().max())
 
-        # A flow-matching model must be refused with a clear message.
+        # Video models, and parameterisations EDICT cannot run, are refused with a clear message.
         class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
             pass
 
-        class FakeFlowModel:
-            model = object()
+        class Cosmos(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.COSMOS_RFLOW):
+            pass
+
+        class WAN21:  # stands for comfy.model_base.WAN21 (the family is known by its class name)
+            pass
+
+        class FakeModel:
+            def __init__(self, base, sampling):
+                self.model, self.sampling = base, sampling
 
             def get_model_object(self, name):
-                return Flow()
+                return self.sampling()
+        for key, fake in (("video_error", FakeModel(WAN21(), Flow)), ("cosmos_error", FakeModel(object(), Cosmos))):
+            try:
+                N["IQAMAP_DDIMInvert"].execute(fake, lat, positive=pos)
+                out[key] = None
+            except ValueError as e:
+                out[key] = str(e)
         try:
-            N["IQAMAP_DDIMInvert"].execute(FakeFlowModel(), lat, positive=pos)
-            out["flow_error"] = None
+            N["IQAMAP_DDIMInvert"].execute(model, {"samples": torch.zeros(1, 4, 3, 8, 8)}, positive=pos)
+            out["frames_error"] = None
         except ValueError as e:
-            out["flow_error"] = str(e)
+            out["frames_error"] = str(e)
 
         # Denoiser as Diffusion Model: a spandrel DnCNN from Load Upscale Model's loader.
         sd = comfy.utils.load_torch_file(os.path.join(MODELS, "upscale_models", "tiny_dncnn.pth"), safe_load=True)

@@ -1,0 +1,330 @@
+"""Flow-matching families through the pack's MODEL nodes, in-process, with ComfyUI's own model classes.
+
+    $COMFYUI_PYTHON check_flow.py IMAGE FAMILY [FAMILY ...]     (prints one RESULT JSON line)
+
+Each family is a tiny random-weight network built with ComfyUI 0.8's
+``supported_models`` config and ``model_base`` class (the real block code,
+RoPE, latent format and model sampling), a small VAE of the family's latent
+layout, and the conditioning its text encoder would give (pooled outputs,
+Flux guidance). Everything runs under ``torch.inference_mode()`` as ComfyUI's
+executor does. The network is float32, the EDICT pair float64.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+IMAGE = os.path.abspath(sys.argv[1])
+FAMILIES = sys.argv[2:]
+sys.path.insert(0, os.environ["COMFYUI_PATH"])
+sys.argv = [sys.argv[0], "--cpu"]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import comfy.options  # noqa: E402
+
+comfy.options.enable_args_parsing()
+import comfy.model_management as mm  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.supported_models as SM  # noqa: E402
+import nodes as core_nodes  # noqa: E402
+
+from iqa_map.core import edict  # noqa: E402
+from iqa_map.core._grad import autograd_safe  # noqa: E402
+from iqa_map.nodes import NODES as N  # noqa: E402
+from iqa_map.nodes import comfy as C  # noqa: E402
+from iqa_map.nodes import comfy_grad  # noqa: E402
+
+G = torch.Generator().manual_seed(0)
+
+
+def init_(module):
+    """ComfyUI's ops leave weights uninitialised (they come from files): random, scaled to keep signals O(1)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim <= 1:
+                p.fill_(1.0 if name.endswith(("weight", "scale", "gamma")) else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=G) / math.sqrt(p[0].numel()))
+        for name, b in module.named_buffers():
+            if name.endswith("pos_embed"):  # SD3's position table is a buffer read from the checkpoint
+                b.copy_(torch.randn(b.shape, generator=G) * 0.1)
+    return module
+
+
+def patcher(config_cls, unet_config):
+    model = config_cls(unet_config).get_model({})
+    init_(model.diffusion_model)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def kl_vae(z_channels: int, batch_norm: bool = False):
+    """A narrow AutoencoderKL (8x) of the family's latent channels, loaded through comfy.sd.VAE.
+
+    ``batch_norm``: Flux.2's layout, 2x2 patches of the latent behind a batch norm: 4 * z_channels channels, 16x.
+    """
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+          "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+          "batch_norm_latent": batch_norm}
+    sd = init_(AutoencoderKL(ddconfig=dd, embed_dim=z_channels)).state_dict()
+    vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": dd, "embed_dim": z_channels}})
+    if batch_norm:  # what comfy.sd.VAE's detection sets for this layout
+        vae.downscale_ratio = vae.upscale_ratio = 16
+        vae.latent_channels = 4 * z_channels
+    return vae
+
+
+def cond(ctx_dim, tokens=6, **extra):
+    return [[torch.randn(1, tokens, ctx_dim, generator=G) * 0.5, dict(extra)]]
+
+
+# -- the families ------------------------------------------------------------------------------------------
+
+def flux(guidance_embed=True, cls=SM.Flux):
+    cfg = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=8, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=2, qkv_bias=True, guidance_embed=guidance_embed, txt_ids_dims=[])
+    pooled = torch.randn(1, 8, generator=G)
+    return patcher(cls, cfg), kl_vae(16), cond(16, pooled_output=pooled, guidance=3.5)
+
+
+def sd3():
+    cfg = dict(in_channels=16, depth=1, patch_size=2, adm_in_channels=8, pos_embed_max_size=16, num_patches=256,
+               pos_embed_scaling_factor=None, context_embedder_config={
+                   "target": "torch.nn.Linear", "params": {"in_features": 16, "out_features": 64}})
+    return patcher(SM.SD3, cfg), kl_vae(16), cond(16, pooled_output=torch.randn(1, 8, generator=G))
+
+
+def sd3_file():
+    """SD3 loaded from a file through ComfyUI's own detection (UNETLoader's path): the tiny SD3's keys as in a
+    released SD3 single-file diffusion model."""
+    import tempfile
+
+    from safetensors.torch import save_file
+    model, vae, pos = sd3()
+    sd = {"model.diffusion_model." + k: v.contiguous() for k, v in model.model.diffusion_model.state_dict().items()}
+    path = os.path.join(tempfile.mkdtemp(prefix="iqa_sd3_"), "tiny_sd3.safetensors")
+    save_file(sd, path)
+    return comfy.sd.load_diffusion_model(path), vae, pos
+
+
+def flux2():
+    cfg = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=16,
+               hidden_size=32, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 4, 4, 4],
+               theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
+               global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+               ref_index_scale=10.0)
+    vae = kl_vae(32, batch_norm=True)
+    return patcher(SM.Flux2, cfg), vae, cond(16, guidance=4.0, pooled_output=None)
+
+
+def chroma():
+    cfg = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=2, qkv_bias=True, in_dim=64, out_dim=32, hidden_dim=32, n_layers=1, txt_ids_dims=[],
+               vec_in_dim=None)
+    return patcher(SM.Chroma, cfg), kl_vae(16), cond(16, pooled_output=None)
+
+
+def qwen_image():
+    cfg = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=1,
+               attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16, axes_dims_rope=(4, 6, 6))
+    return patcher(SM.QwenImage, cfg), wan_vae(), cond(16)
+
+
+def lumina2(z_image=False):
+    cfg = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
+               n_heads=2, n_kv_heads=2, multiple_of=16, qk_norm=True, cap_feat_dim=16, axes_dims=[4, 6, 6],
+               axes_lens=[64, 64, 64], rope_theta=256.0 if z_image else 10000.0)
+    if z_image:  # its modulation is 256 wide whatever the model's width: the narrowest Z-Image is 256
+        cfg.update(dim=256, axes_dims=[32, 48, 48], z_image_modulation=True, time_scale=1000.0,
+                   ffn_dim_multiplier=8.0 / 3.0, pad_tokens_multiple=32)
+    return patcher(SM.ZImage if z_image else SM.Lumina2, cfg), kl_vae(16), cond(16)
+
+
+def chroma_radiance():
+    """Chroma Radiance: pixel space (16x16 patches decoded by a small NeRF-style head), ComfyUI's pixel VAE."""
+    cfg = dict(image_model="chroma_radiance", in_channels=3, out_channels=3, context_in_dim=16, hidden_size=32,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000,
+               patch_size=16, qkv_bias=True, in_dim=64, out_dim=32, hidden_dim=32, n_layers=1, txt_ids_dims=[],
+               vec_in_dim=None, nerf_hidden_size=16, nerf_mlp_ratio=2, nerf_depth=1, nerf_max_freqs=4,
+               nerf_tile_size=0, nerf_final_head_type="linear", nerf_embedder_dtype=torch.float32, use_x0=False)
+    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    return patcher(SM.ChromaRadiance, cfg), vae, cond(16, pooled_output=None)
+
+
+def auraflow():
+    cfg = dict(in_channels=4, out_channels=4, patch_size=2, dim=32, n_layers=2, n_double_layers=1, n_heads=2,
+               global_conddim=32, cond_seq_dim=16, max_seq=64)
+    return patcher(SM.AuraFlow, cfg), kl_vae(4), cond(16)
+
+
+def wan_vae():
+    """Qwen-Image's VAE is Wan 2.1's (a video VAE: latents [B,16,1,H,W]); narrow, through comfy.sd.VAE's detection."""
+    from comfy.ldm.wan.vae import WanVAE
+    net = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True])
+    return comfy.sd.VAE(sd=init_(net).state_dict())
+
+
+BUILD = {
+    "flux_dev": lambda: flux(True),
+    "flux_schnell": lambda: flux(False, SM.FluxSchnell),
+    "sd3": sd3,
+    "sd3_file": sd3_file,
+    "flux2": flux2,
+    "chroma": chroma,
+    "qwen_image": qwen_image,
+    "lumina2": lumina2,
+    "z_image": lambda: lumina2(True),
+    "chroma_radiance": chroma_radiance,
+    "auraflow": auraflow,
+}
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def ksampler(model, pos, lat):
+    return core_nodes.common_ksampler(model, 7, 2, 1.0, "euler", "simple", pos, pos, lat, denoise=1.0)[0]["samples"]
+
+
+def gradients(model, lat, inv, pos, vae):
+    """Reversible vs plain-autograd gradient of a decoded objective w.r.t. the EDICT pair, and how long each took."""
+    codec = C.ComfyVAECodec(vae, C.latent_format(model))
+    out = {}
+
+    def run(den, x):
+        i = inv.inversion
+        w = torch.randn(1, 3, 64, 64, generator=G)  # outside inference mode, as the node's own tensors
+        with comfy_grad.differentiable(den.network):
+            for mode in ("reversible", "autograd"):
+                t0 = time.perf_counter()
+                _, g = edict.value_and_grad(den, i.pair, i.sigmas, lambda a, b: (codec.decode(a) * w).sum(),
+                                            mix=i.mix, grad=mode)
+                out[mode] = torch.cat([g[0].flatten(), g[1].flatten()])
+                out[mode + "_s"] = time.perf_counter() - t0
+        return x
+
+    C.run_in_comfy_sampler(model, lat["samples"], inv.inversion.sigmas, run, pos)
+    return {"grad_rel_diff": rel(out["reversible"], out["autograd"]),
+            "grad_norm": float(out["autograd"].norm()), "grad_seconds": [out["reversible_s"], out["autograd_s"]]}
+
+
+class SavedBytes:
+    """Peak bytes autograd holds for backward, counted in the pack hook of :mod:`comfy_grad`'s copy-on-write (every
+    activation of the gradient pass goes through it): a deterministic measure of the gradient's extra memory."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def __enter__(self):
+        import weakref
+        self.orig = orig = comfy_grad._CopyOnWrite.pack
+
+        def pack(mode, t):
+            h = orig(mode, t)
+            n = t.numel() * t.element_size()
+            self.live += n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(h, self._free, n)
+            return h
+        comfy_grad._CopyOnWrite.pack = pack
+        return self
+
+    def _free(self, n):
+        self.live -= n
+
+    def __exit__(self, *exc):
+        comfy_grad._CopyOnWrite.pack = self.orig
+
+
+def memory(model, vae, pos, img, steps=(5, 50)):
+    """Peak saved bytes of one gradient at 5 and 50 steps, reversible (flat) and plain autograd (grows)."""
+    lat, = core_nodes.VAEEncode().encode(vae, img)
+    codec = C.ComfyVAECodec(vae, C.latent_format(model))
+    out = {}
+    for n in steps:
+        inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=n, strength=1.0, positive=pos)
+        i = inv.inversion
+
+        def run(den, x):
+            autograd_safe(den.network)  # weights loaded under inference mode (as the ascent does itself)
+            with comfy_grad.differentiable(den.network):
+                for mode in ("reversible", "autograd"):
+                    with SavedBytes() as sb:
+                        edict.value_and_grad(den, i.pair, i.sigmas, lambda a, b: codec.decode(a).mean(), mix=i.mix,
+                                             grad=mode)
+                    out[f"{mode}_{n}"] = sb.peak
+            return x
+
+        C.run_in_comfy_sampler(model, lat["samples"], i.sigmas, run, pos)
+    return out
+
+
+def check(name, model, vae, pos, img, prior, steps=4):
+    r = {"model_class": type(model.model).__name__, "config": type(model.model.model_config).__name__}
+    lat, = core_nodes.VAEEncode().encode(vae, img)
+    r["latent_shape"] = list(lat["samples"].shape)
+    before = ksampler(model, pos, lat)
+    inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=steps, strength=1.0, positive=pos)
+    i = inv.inversion
+    back = C.run_in_comfy_sampler(model, lat["samples"], i.sigmas,
+                                  lambda den, x: edict.sample(den, i.pair, i.sigmas, mix=i.mix, grad=None)[0].float(),
+                                  pos)
+    r["sample_back_rel_error"] = rel(back, lat["samples"])
+    zero, _ = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=0)
+    r["zero_iterations_rel_error"] = rel(zero["samples"], lat["samples"])  # LATENT in -> LATENT out
+    r.update(gradients(model, lat, inv, pos, vae))
+    res, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=2)
+    h = json.loads(hist)
+    r["objectives"] = [e["objective"] for e in h["history"]]
+    r["scores"] = [e["score"] for e in h["history"]]
+    r["events"] = h["events"]
+    r["inversion_error"] = h["inversion_error"]
+    r["out_latent_shape"] = list(res["samples"].shape)
+    image, = N["IQAMAP_Decode"].execute(res, vae)
+    r["image_shape"] = list(image.shape)
+    r["image_finite"] = bool(torch.isfinite(image).all())
+    after = ksampler(model, pos, lat)
+    r["ksampler_bit_identical"] = bool(torch.equal(before, after))
+    r["rope_restored"] = not any(hasattr(f, "__wrapped__") for f in _rope_functions())
+    return r
+
+
+def _rope_functions():
+    import comfy.ldm.flux.math as fm
+    return [getattr(m, n) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("comfy.")
+            for n in comfy_grad.ROPE_NAMES if n in getattr(m, "__dict__", {}) and m is not None] + [fm.apply_rope]
+
+
+def main():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    img = torch.from_numpy(np.asarray(Image.open(IMAGE).convert("RGB"), dtype=np.float32) / 255)[None, :64, :64]
+    out = {}
+    with torch.inference_mode():
+        prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
+        for name in FAMILIES:
+            t0 = time.perf_counter()
+            if name.startswith("memory:"):
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                out[name] = memory(model, vae, pos, img)
+                continue
+            model, vae, pos = BUILD[name]()
+            out[name] = check(name, model, vae, pos, img, prior)
+            out[name]["seconds"] = time.perf_counter() - t0
+            print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
