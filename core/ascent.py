@@ -185,8 +185,9 @@ def ascend_inversion(
                     (g,) = torch.autograd.grad(j, z)
                 return j.detach(), (g,)
             start = [usable(inversion.pair[0]).detach()]
-        # The optimiser steps in ``units``; the sampler always sees the VE pair.
-        scale = vp_scale(sigmas[0]) if s.units == "vp" else 1.0
+        # The optimiser steps in ``units``; the sampler always sees its own state (VE; a flow model's x_t,
+        # which says itself how it reaches unit scale).
+        scale = getattr(den.inner, "unit_scale", vp_scale)(float(sigmas[0])) if s.units == "vp" else 1.0
         result = optimise([p * scale for p in start], _in_units(evaluate, scale), seen, prior, monitors, s,
                            callback, ref, size)
         result["params"] = [p / scale for p in result["params"]]
