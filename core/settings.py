@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 
 from .objective import DEFAULT_WEIGHT
 from .optim import LR_SCHEDULES, OPTIMISERS, default_lr
+from .models.checkpointing import MODES as CHECKPOINTING
 from .qmap import WEIGHT_NORMALISATIONS
 
 HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
@@ -135,6 +136,11 @@ class MapSettings:
                              node=(INVERT, "strength"))
     mix: float = option(0.93, "EDICT mixing coefficient p (the paper's 0.93)", "inversion", range=(0.5, 0.999),
                         step=0.001, advanced=True, node=(INVERT, "mix"))
+    checkpointing: str = option("auto", "recompute each transformer block's activations in the backward pass "
+                                "instead of keeping them: far less memory for about a third more time per gradient; "
+                                "auto: on for networks of 1e9 parameters or more (DiTs such as Flux and SD3.5)",
+                                "inversion", choices=CHECKPOINTING, advanced=True,
+                                why="auto decides from the model's size")
     # -- optimiser
     iterations: int = option(20, "gradient steps", "optimiser", range=(0, 1000), node=(ASCENT, "iterations"))
     optimizer: str = option("momentum", "momentum: the public recipe's clipped update, for calibrated 0-100 "
