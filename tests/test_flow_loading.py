@@ -69,11 +69,14 @@ def test_enhance_with_a_flux_pipeline_raises_the_prior(folders):
 def test_enhance_command_with_flux_and_sd3_folders(folders, tmp_path):
     src = tmp_path / "p.png"
     save_image(_photo(1, 48, 64), src)
-    for fam in ("flux-schnell", "sd3"):
+    # schnell with the few-step preset (4 steps, the length it is distilled for); SD3 at 2 steps.
+    for fam, extra in (("flux-schnell", ["--preset", "few-step"]), ("sd3", ["--steps", "2"])):
         out = tmp_path / fam
         assert main(["enhance", str(src), "-o", str(out), "--model", str(folders[fam]), "--prior", "brisque",
-                     "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu",
-                     "--checkpointing", "on", "--report", str(tmp_path / f"{fam}.json")]) == 0
+                     "--iterations", "1", "--fidelity", "mse", "--device", "cpu", "--checkpointing", "on",
+                     "--report", str(tmp_path / f"{fam}.json"), *extra]) == 0
         assert load_image(out / "p_enhanced.png").shape == (1, 3, 48, 64)
         report = json.loads((tmp_path / f"{fam}.json").read_text())
         assert report["inversion_error"] < 1e-5 and report["model"] == str(folders[fam])
+        assert report["settings"]["steps"] == (4 if fam == "flux-schnell" else 2)
+        assert report["settings"]["checkpointing"] == "on"
