@@ -20,7 +20,7 @@ from ._grad import autograd_on, autograd_safe, usable
 from .inversion import CountingDenoiser, Inversion, invert
 from .loop import Report, optimise
 from .models.base import Denoiser
-from .models.checkpointing import checkpoint_blocks, use_checkpointing
+from .models.checkpointing import checkpoint_blocks, checkpoint_codec, use_checkpointing
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .padding import pad_to_multiple
@@ -189,7 +189,8 @@ def ascend_inversion(
         # The optimiser steps in ``units``; the sampler always sees its own state (VE; a flow model's x_t,
         # which says itself how it reaches unit scale).
         scale = getattr(den.inner, "unit_scale", vp_scale)(float(sigmas[0])) if s.units == "vp" else 1.0
-        with checkpoint_blocks(den.network, use_checkpointing(s.checkpointing, den.network)):
+        ckpt = use_checkpointing(s.checkpointing, den.network)
+        with checkpoint_blocks(den.network, ckpt), checkpoint_codec(codec, ckpt):
             result = optimise([p * scale for p in start], _in_units(evaluate, scale), seen, prior, monitors, s,
                               callback, ref, size)
         result["params"] = [p / scale for p in result["params"]]

@@ -117,3 +117,19 @@ def test_reversible_gradient_through_a_checkpointed_model_is_unchanged():
         assert n == 4
         _, g1 = edict.value_and_grad(den, pair, sig, loss)
     assert rel(g1[0], g0[0]) < 1e-12 and rel(g1[1], g0[1]) < 1e-12
+
+
+def test_vae_decoder_resnets_are_checkpointed_with_the_same_gradient():
+    from iqa_map.core.models.codec import VAECodec
+
+    from benchmarks.random_flow import vae16
+
+    codec = VAECodec(vae16("flux").double())
+    z = torch.randn(1, 16, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g0, b0 = _grad_and_saved_bytes(codec.decode, z)
+    with C.checkpoint_codec(codec) as n:
+        assert n == 2 + 4 * 2  # the mid block's two ResNets and each up block's (layers_per_block + 1)
+        g1, b1 = _grad_and_saved_bytes(codec.decode, z)
+    assert torch.equal(g0, g1) and b1 < b0 / 2, (b0, b1)
+    with C.checkpoint_codec(object()) as n:  # a pixel codec has no VAE: nothing to do
+        assert n == 0

@@ -13,14 +13,17 @@ the same operations, with the same RNG state).
 It is generic over where models keep their blocks: known names (diffusers'
 Flux ``transformer_blocks`` and ``single_transformer_blocks``, SD3's
 ``transformer_blocks``; ComfyUI's ``double_blocks``, ``single_blocks``,
-``joint_blocks``, ``transformer_blocks``, ``layers``) at any depth, and any other
+``joint_blocks``, ``transformer_blocks``, ``layers``; Z-Image's refiners) at any depth, and any other
 ``nn.ModuleList`` of at least :data:`MIN_BLOCKS` modules. Without grad (the
 forward passes of sampling and inversion) a wrapped block runs as before.
+:func:`checkpoint_codec` does the same for a VAE decoder, whose backward
+graph at 1024 px is as large as a DiT's once that is checkpointed.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Iterator, List, Optional
 
 import torch
@@ -28,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 #: Attribute names of block lists in diffusers' and ComfyUI's DiT implementations.
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks", "double_blocks", "single_blocks", "joint_blocks",
-               "layers", "blocks")
+               "layers", "blocks", "noise_refiner", "context_refiner")
 #: An anonymous ModuleList is taken for a stack of blocks from this length on.
 MIN_BLOCKS = 4
 #: ``auto`` checkpoints models with at least this many parameters (SD3.5 medium, Flux, Qwen-Image, Z-Image;
@@ -39,14 +42,15 @@ _MISSING = object()
 _MARK = "_iqa_map_checkpointed"
 
 
-def find_blocks(module: torch.nn.Module, min_blocks: int = MIN_BLOCKS) -> List[torch.nn.Module]:
-    """The blocks :func:`checkpoint_blocks` wraps: members of block lists, outermost first, never nested."""
+def find_blocks(module: torch.nn.Module, min_blocks: int = MIN_BLOCKS, names=BLOCK_LISTS) -> List[torch.nn.Module]:
+    """The blocks :func:`checkpoint_blocks` wraps: members of lists called ``names`` or of at least ``min_blocks``
+    modules, outermost first, never nested."""
     found: List[torch.nn.Module] = []
 
     def visit(m: torch.nn.Module) -> None:
         for name, child in m.named_children():
             if isinstance(child, torch.nn.ModuleList) and len(child) > 0 and (
-                    name in BLOCK_LISTS or len(child) >= min_blocks):
+                    name in names or len(child) >= min_blocks):
                 found.extend(child)  # a block's own inner lists are inside its checkpoint already
             else:
                 visit(child)
@@ -64,14 +68,14 @@ def _forward(orig, *args, **kwargs):
 
 @contextlib.contextmanager
 def checkpoint_blocks(module: Optional[torch.nn.Module], enabled: bool = True,
-                      min_blocks: int = MIN_BLOCKS) -> Iterator[int]:
+                      min_blocks: int = MIN_BLOCKS, names=BLOCK_LISTS) -> Iterator[int]:
     """Within the block, ``module``'s transformer blocks recompute their activations in the backward pass.
 
     Yields the number of blocks wrapped (0 when disabled or none found). Each
     block's ``forward`` is restored on exit, also when the body raises; blocks
     already wrapped by an enclosing call are left to it.
     """
-    blocks = [b for b in find_blocks(module, min_blocks) if not getattr(b, _MARK, False)] if enabled else []
+    blocks = [b for b in find_blocks(module, min_blocks, names) if not getattr(b, _MARK, False)] if enabled else []
     saved = []
     try:
         for b in blocks:
@@ -87,6 +91,17 @@ def checkpoint_blocks(module: Optional[torch.nn.Module], enabled: bool = True,
             else:
                 b.forward = own
             delattr(b, _MARK)
+
+
+#: In a VAE decoder the unit of recomputation is the ResNet block: its up blocks each hold three at full
+#: resolution, so whole up blocks would leave one of them (5 GiB at 1024 px) to recompute at once.
+CODEC_LISTS = ("resnets",)
+
+
+def checkpoint_codec(codec, enabled: bool = True):
+    """:func:`checkpoint_blocks` for a codec's VAE decoder (1024 px, bf16: 11 GiB of saved activations to 5.7)."""
+    decoder = getattr(getattr(codec, "vae", None), "decoder", None)
+    return checkpoint_blocks(decoder, enabled, min_blocks=math.inf, names=CODEC_LISTS)
 
 
 def parameter_count(module: Optional[torch.nn.Module]) -> int:
