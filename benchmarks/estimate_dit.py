@@ -59,14 +59,33 @@ VAE_PARAMS = 84e6
 
 def flash_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                     enable_gqa=False):
-    """SDPA as the fused kernel (what a GPU runs for these shapes): saves q, k, v, out and the log-sum-exp."""
-    if attn_mask is not None:  # a padding mask of all-valid tokens: the same cost as none
-        pass
+    """SDPA as the fused (flash) kernel a GPU runs for these shapes: saves q, k, v, the output and the row
+    log-sum-exp, not the L x L matrix. Padding masks of all-valid tokens (the empty prompt's) cost the same
+    as none, so a mask is dropped. On the CPU (the tests' reference runs) its flash kernel stands in."""
     if key.shape[1] != query.shape[1]:  # grouped heads
         rep = query.shape[1] // key.shape[1]
         key, value = key.repeat_interleave(rep, 1), value.repeat_interleave(rep, 1)
+    if query.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, 0.0, is_causal,
+                                                                         scale=scale)[0]
     return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, 0.0, is_causal, False,
                                                              scale=scale)[0]
+
+
+def flop_counter():
+    """``FlopCounterMode`` that also counts the CPU flash kernel (as its GPU twin)."""
+    from torch.utils import flop_counter as fc
+
+    def fwd(q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(q, k, v)
+
+    def bwd(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    return fc.FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: fwd,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: bwd})
 
 
 @contextlib.contextmanager
@@ -133,43 +152,46 @@ class SavedBytes:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
 
 
-def measure(name: str, size: int = 1024, config: Optional[dict] = None, device="meta", dtype=torch.bfloat16,
-            text: Optional[int] = None) -> dict:
-    """Parameters, forward and backward FLOPs, saved bytes (plain, checkpointed) and the largest block's."""
-    from torch.utils.flop_counter import FlopCounterMode
+def count(model, call, x, blocks, checkpointed=None) -> dict:
+    """Forward and input-gradient backward FLOPs and saved bytes of ``call()`` (input ``x``), plain and within
+    ``checkpointed()`` (default: :func:`checkpoint_blocks` of ``model``), and the most one of ``blocks`` saves."""
+    from iqa_map.core.models.checkpointing import checkpoint_blocks
 
-    from iqa_map.core.models.checkpointing import checkpoint_blocks, find_blocks
-
-    model = build(name, config, device, dtype)
-    text = MODELS[name][2] if text is None else text
-    out = {"params": sum(p.numel() for p in model.parameters())}
+    counter, per_block = SavedBytes(model), []
+    handles = [b.register_forward_pre_hook(lambda m, a: setattr(counter, "mark", counter.total)) for b in blocks]
+    handles += [b.register_forward_hook(lambda m, a, o: per_block.append(counter.total - counter.mark))
+                for b in blocks]
     with fused_attention():
-        call, x = inputs(name, model, size, text, device, dtype)
-        counter, per_block = SavedBytes(model), []
-        blocks = find_blocks(model)
-        handles = [b.register_forward_pre_hook(lambda m, a: setattr(counter, "mark", counter.total)) for b in blocks]
-        handles += [b.register_forward_hook(lambda m, a, o: per_block.append(counter.total - counter.mark))
-                    for b in blocks]
-        with FlopCounterMode(display=False) as fwd, counter.hooks():
-            y = call()
-        for h in handles:
-            h.remove()
-        with FlopCounterMode(display=False) as bwd:
-            torch.autograd.grad(y, x, torch.empty_like(y))
-        out.update(fwd_flops=fwd.get_total_flops(), bwd_flops=bwd.get_total_flops(), saved=counter.total,
-                   block_max=max(per_block, default=0), blocks=len(blocks))
+        try:
+            with flop_counter() as fwd, counter.hooks():
+                y = call()
+        finally:
+            for h in handles:
+                h.remove()
+        with flop_counter() as bwd:
+            torch.autograd.grad(y, x, torch.ones_like(y) if y.device.type != "meta" else torch.empty_like(y))
         del y
         ck = SavedBytes(model)
-        with checkpoint_blocks(model), ck.hooks():
+        with (checkpointed or (lambda: checkpoint_blocks(model)))(), ck.hooks():
             call()
-        out["saved_ckpt"] = ck.total
-    return out
+    return {"params": sum(p.numel() for p in model.parameters()), "fwd_flops": fwd.get_total_flops(),
+            "bwd_flops": bwd.get_total_flops(), "saved": counter.total, "saved_ckpt": ck.total,
+            "block_max": max(per_block, default=0), "blocks": len(blocks)}
+
+
+def measure(name: str, size: int = 1024, config: Optional[dict] = None, device="meta", dtype=torch.bfloat16,
+            text: Optional[int] = None) -> dict:
+    """:func:`count` for model ``name`` (its published config, or ``config``) on a ``size`` photo."""
+    from iqa_map.core.models.checkpointing import find_blocks
+
+    model = build(name, config, device, dtype)
+    call, x = inputs(name, model, size, MODELS[name][2] if text is None else text, device, dtype)
+    return count(model, call, x, find_blocks(model))
 
 
 def measure_vae(size: int = 1024, device="meta", dtype=torch.bfloat16) -> dict:
-    """The 16-channel KL VAE decoder (Flux's, SD3's; Z-Image uses Flux's) at ``size``: FLOPs, backward bytes."""
+    """The 16-channel KL VAE decoder (Flux's, SD3's; Z-Image uses Flux's) at ``size``, its ResNets as blocks."""
     from diffusers import AutoencoderKL
-    from torch.utils.flop_counter import FlopCounterMode
 
     from iqa_map.core.models.checkpointing import CODEC_LISTS, checkpoint_blocks, find_blocks
 
@@ -179,24 +201,8 @@ def measure_vae(size: int = 1024, device="meta", dtype=torch.bfloat16) -> dict:
                             layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False)
     vae = vae.to(dtype).eval().requires_grad_(False)
     z = torch.empty(1, 16, size // 8, size // 8, device=device, dtype=dtype, requires_grad=True)
-    counter, per_block = SavedBytes(vae), []
-    blocks = find_blocks(vae.decoder, math.inf, CODEC_LISTS)
-    handles = [b.register_forward_pre_hook(lambda m, a: setattr(counter, "mark", counter.total)) for b in blocks]
-    handles += [b.register_forward_hook(lambda m, a, o: per_block.append(counter.total - counter.mark))
-                for b in blocks]
-    with fused_attention():
-        with FlopCounterMode(display=False) as fwd, counter.hooks():
-            y = vae.decode(z).sample
-        for h in handles:
-            h.remove()
-        with FlopCounterMode(display=False) as bwd:
-            torch.autograd.grad(y, z, torch.empty_like(y))
-        ck = SavedBytes(vae)
-        with checkpoint_blocks(vae.decoder, True, math.inf, CODEC_LISTS), ck.hooks():
-            vae.decode(z)
-    return {"params": sum(p.numel() for p in vae.parameters()), "fwd_flops": fwd.get_total_flops(),
-            "bwd_flops": bwd.get_total_flops(), "saved": counter.total, "saved_ckpt": ck.total,
-            "block_max": max(per_block)}
+    return count(vae, lambda: vae.decode(z).sample, z, find_blocks(vae.decoder, math.inf, CODEC_LISTS),
+                 lambda: checkpoint_blocks(vae.decoder, True, math.inf, CODEC_LISTS))
 
 
 def formula_flops(name: str, config: dict, img_tokens: int, text: int) -> float:
@@ -205,24 +211,30 @@ def formula_flops(name: str, config: dict, img_tokens: int, text: int) -> float:
     Flux, SD3 and Qwen-Image blocks hold 12 d^2 weights per token and stream (q, k, v, out: 4 d^2; a 4x MLP:
     8 d^2; modulation acts once per image, not per token); SD3.5's dual-attention layers add an image-only
     attention (4 d^2); Flux's single blocks hold 12 d^2 shared by all tokens. Z-Image: 4 d^2 of attention and
-    a SwiGLU of hidden h (3 d h) per token, refiner layers on image and text tokens apart.
+    a SwiGLU of hidden h (3 d h) per token, refiner layers on image and text tokens apart. All four embed a
+    64-value patch (16 latent channels x 2 x 2) into d and back, and the text's width into d.
     """
     c = config
     T = img_tokens + text
+    patch = 16 * 2 * 2
     if name in ("flux-dev", "qwen-image"):
         d = c["num_attention_heads"] * c["attention_head_dim"]
         layers = c["num_layers"] + c.get("num_single_layers", 0)
-        return 2 * 12 * d * d * T * layers + 4 * T * T * d * layers
+        embed = 2 * d * (2 * patch * img_tokens + c["joint_attention_dim"] * text)
+        return 2 * 12 * d * d * T * layers + 4 * T * T * d * layers + embed
     if name == "sd35-medium":
         d = c["num_attention_heads"] * c["attention_head_dim"]
         n, dual = c["num_layers"], len(c.get("dual_attention_layers", ()))
-        # The last block's text stream is context_pre_only: its attention output and MLP are skipped (6 d^2).
-        lin = 12 * d * d * T * n + 4 * d * d * img_tokens * dual - 6 * d * d * text
-        return 2 * lin + 4 * T * T * d * n + 4 * img_tokens ** 2 * d * dual
+        # The last block's text stream is context_pre_only: its attention output and MLP are skipped (9 d^2).
+        lin = 12 * d * d * T * n + 4 * d * d * img_tokens * dual - 9 * d * d * text
+        embed = 2 * d * (2 * patch * img_tokens + c["joint_attention_dim"] * text)
+        return 2 * lin + 4 * T * T * d * n + 4 * img_tokens ** 2 * d * dual + embed
     d, n, r = c["dim"], c["n_layers"], c["n_refiner_layers"]
     h = int(d / 3 * 8)  # Z-Image's FFN width: 8/3 d (10240 at d = 3840)
     per_tok = 4 * d * d + 3 * d * h
-    return 2 * per_tok * (T * n + (img_tokens + text) * r) + 4 * d * (T * T * n + (img_tokens ** 2 + text ** 2) * r)
+    embed = 2 * d * (2 * patch * img_tokens + c["cap_feat_dim"] * text)
+    return (2 * per_tok * (T * n + (img_tokens + text) * r)
+            + 4 * d * (T * T * n + (img_tokens ** 2 + text ** 2) * r) + embed)
 
 
 def peak_graph(m: dict, checkpointing: bool) -> float:
@@ -253,38 +265,42 @@ def minutes(tflop: float, card: str) -> float:
 
 # (label, tile size, tiles for a 1024 px photo, steps, iterations): the defaults tile a photo over 768 px
 # (TileSettings: 768, overlap 64 -> 2 x 2 tiles); --tile 0 runs it whole.
-SCHEDULES = (("defaults (4 tiles of 768)", 768, 4, 20, 20), ("untiled 1024 (--tile 0)", 1024, 1, 20, 20),
-             ("few-step, untiled 1024", 1024, 1, 4, 20))
+SCHEDULES = (("defaults: 20 steps, 4 tiles of 768", 768, 4, 20, 20), ("20 steps, untiled (--tile 0)", 1024, 1, 20, 20),
+             ("few-step: 4 steps, 4 tiles", 768, 4, 4, 20), ("few-step, untiled", 1024, 1, 4, 20))
 
 
 def table() -> str:
     vaes = {size: measure_vae(size) for size in (768, 1024)}
-    rows = ["| model | weights | run | GiB | GiB checkpointed | 24 GB card | 80 GB card | "
-            "min RTX 4090 | min H100 |", "|" + "---|" * 9]
-    notes = []
+    rows = ["| model | weights | run | GiB plain | GiB checkpointed | fits 24 GB | fits 80 GB | "
+            "minutes RTX 4090 | minutes H100 |", "|" + "---|" * 9]
+    notes, ratios = [], []
     for name, (label, _, text) in MODELS.items():
         ms = {size: measure(name, size) for size in (768, 1024)}
         m = ms[1024]
+        formula = formula_flops(name, CONFIGS[name], (1024 // 16) ** 2, text)
         notes.append(f"| {label} | {m['params'] / 1e9:.2f}B | {ms[768]['fwd_flops'] / 1e12:.1f} / "
-                     f"{m['fwd_flops'] / 1e12:.1f} | {m['saved'] / GiB:.1f} | "
+                     f"{m['fwd_flops'] / 1e12:.1f} ({formula / 1e12:.1f}) | {m['saved'] / GiB:.1f} | "
                      f"{(m['saved_ckpt'] + m['block_max']) / GiB:.2f} | {m['blocks']} |")
         for wname, wb in (("bf16", 2), ("fp8", 1)):
             for run, size, tiles, steps, its in SCHEDULES:
                 plain = estimate(ms[size], vaes[size], steps, its, wb, False, tiles)
                 ck = estimate(ms[size], vaes[size], steps, its, wb, True, tiles)
+                ratios.append(plain["tflop"] / ck["tflop"])
                 fit = {c: ("plain" if plain["gib"] <= CARDS[c][1] else "checkpointed" if ck["gib"] <= CARDS[c][1]
                            else "no") for c in CARDS}
-                # Time as run: plain where it fits, else checkpointed.
-                t = {c: minutes((plain if fit[c] == "plain" else ck)["tflop"], c) for c in CARDS}
+                # Time as run by default (checkpointing "auto" is on for all four); none where it does not fit.
+                t = {c: "-" if fit[c] == "no" else f"{minutes(ck['tflop'], c):.0f}" for c in CARDS}
                 rows.append(f"| {label} | {wname} | {run} | {plain['gib']:.0f} | {ck['gib']:.0f} | {fit['24GB']} | "
-                            f"{fit['80GB']} | {t['24GB']:.0f} | {t['80GB']:.0f} |")
-    head = ["| model | params | forward TFLOP 768 / 1024 px | backward graph GiB 1024 px | "
+                            f"{fit['80GB']} | {t['24GB']} | {t['80GB']} |")
+    head = ["| model | params | forward TFLOP 768 / 1024 px (formula at 1024) | backward graph GiB 1024 px | "
             "checkpointed GiB | blocks |", "|" + "---|" * 6]
     v = vaes[1024]
+    cards = ", ".join(f"{c[0]} {c[2]:g} TFLOPS" for c in CARDS.values())
     tail = (f"VAE decoder at 1024 px: {v['fwd_flops'] / 1e12:.1f} TFLOP forward, backward graph "
             f"{peak_graph(v, False) / GiB:.1f} GiB, checkpointed {peak_graph(v, True) / GiB:.1f} GiB (bf16). "
-            f"Time: {UTILISATION:.0%} of dense bf16 peak ({', '.join(f'{c[0]} {c[2]:g} TFLOPS' for c in CARDS.values())})"
-            f"; memory allowance {ALLOWANCE_GIB:g} GiB.")
+            f"Time: {UTILISATION:.0%} of dense bf16 peak ({cards}); memory allowance {ALLOWANCE_GIB:g} GiB. "
+            f"Minutes are checkpointed (the default for these models); plain runs take "
+            f"{min(ratios):.2f}-{max(ratios):.2f} of that time where they fit.")
     return "\n".join(head + notes + [""] + rows + ["", tail])
 
 
