@@ -206,3 +206,33 @@ def test_unsupported_pipelines_name_what_is_supported(tmp_path):
         (tmp_path / name / "model_index.json").write_text(json.dumps({"_class_name": name}))
         with pytest.raises(ValueError, match=f"{name} pipeline.*FluxPipeline.*StableDiffusion3Pipeline"):
             load_model(str(tmp_path / name), device="cpu")
+
+
+def test_momentum_steps_are_unit_scale_for_a_flow_model(monkeypatch):
+    """The optimiser's vp step in the flow state x_t: 1/unit_scale(t0) times its size in unit coordinates
+    (1 at full inversion, where x_1 is the noise itself)."""
+    from iqa_map.core import map as M
+    from iqa_map.core.priors.base import Prior
+
+    class SteepBrightness(Prior):
+        name = "steep"
+
+        def _native(self, img):
+            return 1000 * img.mean(dim=(1, 2, 3))
+
+    den = from_velocity(TinyVelocity(c=3).double(), shift=3.0)
+    img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def first_step(strength, units):
+        seen, inner = [], edict.value_and_grad
+        monkeypatch.setattr(edict, "value_and_grad", lambda d, params, *a, **k: (
+            seen.append([p.clone() for p in params]), inner(d, params, *a, **k))[1])
+        M.ascend(den, img, SteepBrightness(), steps=3, strength=strength, iterations=1, fidelity="none",
+                 optimizer="momentum", lr=2.0, units=units)
+        return float((seen[1][0] - seen[0][0]).abs().max()), float(den.sigmas(3, strength)[0])
+
+    full, t_full = first_step(1.0, "vp")
+    assert t_full == 1.0 and full == pytest.approx(2e-3, rel=1e-6)
+    part, t0 = first_step(0.5, "vp")
+    assert t0 < 1 and part == pytest.approx(2e-3 / den.unit_scale(t0), rel=1e-6)
+    assert first_step(0.5, "ve")[0] == pytest.approx(2e-3, rel=1e-6)
