@@ -145,6 +145,7 @@ def pipes(tmp_path_factory):
         cls = StableDiffusion3Pipeline if fam == "sd3" else FluxPipeline
         pipe = cls.from_pretrained(random_flow.save_random_pipeline(root, fam), local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
+        pipe.transformer.requires_grad_(False)  # as load_model leaves it: gradients reach the latents only
         out[fam] = pipe
     return out
 

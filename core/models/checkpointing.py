@@ -7,8 +7,10 @@ activations for the backward pass. :func:`checkpoint_blocks` makes each block
 keep only its input and recompute the rest when its gradient is needed
 (``torch.utils.checkpoint``, non-reentrant), so the graph holds one block's
 activations plus one hidden state per block, for about one more forward pass
-of compute per gradient. Gradients are unchanged (the recomputation replays
-the same operations, with the same RNG state).
+of compute per gradient. Gradients are unchanged: the recomputation replays
+the same operations (the networks run in eval mode, without dropout, so there
+is no RNG state to replay; not fetching it also keeps the wrapper usable while
+a CUDA graph is captured).
 
 It is generic over where models keep their blocks: known names (diffusers'
 Flux ``transformer_blocks`` and ``single_transformer_blocks``, SD3's
@@ -63,7 +65,7 @@ def find_blocks(module: torch.nn.Module, min_blocks: int = MIN_BLOCKS, names=BLO
 def _forward(orig, *args, **kwargs):
     if not torch.is_grad_enabled():
         return orig(*args, **kwargs)
-    return checkpoint(orig, *args, use_reentrant=False, **kwargs)
+    return checkpoint(orig, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from .base import Denoiser, _as_sigma, bcast, truncate_schedule
+from .base import Denoiser, _as_sigma, bcast, module_device_dtype, truncate_schedule
 
 RAMPS = ("unit", "train")
 TIME_SHIFTS = ("exponential", "linear")
@@ -175,8 +175,6 @@ class VelocityDenoiser(FlowDenoiser):
         self.takes_cond = takes_cond
 
     def velocity(self, x, t, cond=None):
-        from .base import module_device_dtype
-
         dev, dt = module_device_dtype(self.network)
         tb = (t.expand(x.shape[0]) if t.ndim == 0 else t).to(dev, dt)
         args = (x.to(dev, dt), tb) + ((cond,) if self.takes_cond else ())
