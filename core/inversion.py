@@ -65,7 +65,8 @@ def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.st
         raise ValueError(f"unknown inversion method {method!r}; choose from {INVERSION_METHODS}")
     with torch.inference_mode(False):
         latent = usable(latent).detach()
-        sigmas = schedule_for(denoiser, latent, steps, strength) if sigmas is None else sigmas.detach().to(torch.float64).cpu()
+        sigmas = (schedule_for(denoiser, latent, steps, strength) if sigmas is None
+                  else sigmas.detach().to(torch.float64).cpu())
         if method == "edict":
             pair = edict.invert(denoiser, latent, sigmas, mix=mix, cond=cond)
         else:

@@ -137,7 +137,7 @@ class MapSettings:
     mix: float = option(0.93, "EDICT mixing coefficient p (the paper's 0.93)", "inversion", range=(0.5, 0.999),
                         step=0.001, advanced=True, node=(INVERT, "mix"))
     checkpointing: str = option("auto", "recompute each transformer block's activations in the backward pass "
-                                "instead of keeping them: far less memory for about a third more time per gradient; "
+                                "instead of keeping them: far less memory for about 30 % more time per gradient; "
                                 "auto: on for networks of 1e9 parameters or more (DiTs such as Flux and SD3.5)",
                                 "inversion", choices=CHECKPOINTING, advanced=True,
                                 why="auto decides from the model's size")
