@@ -583,13 +583,13 @@ def parser() -> argparse.ArgumentParser:
 
     def map_options(p, groups=None):
         """The model, the preset and the settings generated from their metadata (core/settings.py)."""
-        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
-                       "<single-file SD checkpoint> (default builtin)")
+        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | "
+                       "<diffusers SD 1.x/2.x, Flux.1 or SD3 folder> | <single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",
                        help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
-        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
-                       "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
+        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion, Flux and SD3 "
+                       "models (default: empty, unconditional; guidance stays 1, where the inversion is exact)")
         p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                        help="precision of the diffusion model's network (the sampler's state stays float64): "
                             "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
