@@ -225,8 +225,8 @@ def test_momentum_steps_are_unit_scale_for_a_flow_model(monkeypatch):
     img = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
     def first_step(strength, units):
-        seen, inner = [], edict.value_and_grad
-        monkeypatch.setattr(edict, "value_and_grad", lambda d, params, *a, **k: (
+        seen, inner = [], edict.value_and_lazy_grad
+        monkeypatch.setattr(edict, "value_and_lazy_grad", lambda d, params, *a, **k: (
             seen.append([p.clone() for p in params]), inner(d, params, *a, **k))[1])
         M.ascend(den, img, SteepBrightness(), steps=3, strength=strength, iterations=1, fidelity="none",
                  optimizer="momentum", lr=2.0, units=units)
