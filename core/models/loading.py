@@ -25,7 +25,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None, prompt: str = "",
-               cuda_graphs: bool = True) -> LoadedModel:
+               cuda_graphs: bool = True, compile: bool = False) -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
     a diffusers Stable Diffusion 1.x/2.x, Flux or SD3 folder (with ``model_index.json``); or a single-file
     SD 1.x/2.x checkpoint.
@@ -37,11 +37,15 @@ def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=N
     models (empty by default, as enhancement is unconditional; guidance stays 1,
     where EDICT's inversion is exact). ``cuda_graphs``: on a CUDA device, replay the
     network's evaluations from CUDA graphs (:mod:`.cuda_graphs`: far fewer kernel
-    launches at batch 1, same values); ignored elsewhere.
+    launches at batch 1, same values); ignored elsewhere. ``compile``: evaluate the
+    network through ``torch.compile`` instead (minutes of compiling per input shape,
+    then faster calls: for many photos of one size; falls back to eager where it fails).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = _load(spec, device, dtype, config, prompt)
-    if cuda_graphs and device.type == "cuda":
+    if compile:
+        loaded.denoiser.use_compile()
+    elif cuda_graphs and device.type == "cuda":
         loaded.denoiser.use_cuda_graphs()
     return loaded
 
