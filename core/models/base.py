@@ -88,11 +88,7 @@ class Denoiser:
         x = x.detach()
 
         def eager():
-            with torch.enable_grad():
-                leaf = x.detach().requires_grad_(True)
-                e = self._eps(leaf, sigma, cond)
-                (vjp,) = torch.autograd.grad(e, leaf, g)
-            return e.detach(), vjp
+            return autograd_vjp(self._eps, x, sigma, cond, g)
 
         if self.accel is not None and self.accel.usable(x):
             return self.accel.vjp(x, sigma, cond, g, eager)
@@ -149,6 +145,15 @@ class Denoiser:
     @property
     def dtype(self) -> torch.dtype:
         return module_device_dtype(self.network)[1]
+
+
+def autograd_vjp(eps_fn, x: torch.Tensor, sigma: torch.Tensor, cond: Any, g: torch.Tensor) -> tuple:
+    """``(eps_fn(x), g^T d eps_fn / dx)`` by autograd, in any grad mode."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        e = eps_fn(leaf, sigma, cond)
+        (vjp,) = torch.autograd.grad(e, leaf, g)
+    return e.detach(), vjp
 
 
 def _as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:

@@ -46,11 +46,6 @@ class Compiled:
         return self._guard(lambda: self.eps_fn(x, sigma, cond), eager)
 
     def vjp(self, x, sigma, cond, g, eager: Callable[[], tuple]) -> tuple:
-        def call():
-            with torch.enable_grad():
-                leaf = x.detach().requires_grad_(True)
-                e = self.eps_fn(leaf, sigma, cond)
-                (v,) = torch.autograd.grad(e, leaf, g)
-            return e.detach(), v
+        from .base import autograd_vjp
 
-        return self._guard(call, eager)
+        return self._guard(lambda: autograd_vjp(self.eps_fn, x, sigma, cond, g), eager)
