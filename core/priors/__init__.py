@@ -29,6 +29,7 @@ from .base import Calibration, Prior, score_and_grad
 from .calibration import fit_calibration, fit_constants, lookup as lookup_calibration
 from .fusion import FUSION_MODES, FusedPrior, MultiScalePrior, fuse
 from .local import ARCHS, LocalPrior
+from .scnn import load_scnn  # also registers the 'scnn' architecture
 from .weights import ENV_VAR, WeightsMissingError, offline_weights, resolve_weights_dir
 
 __all__ = [
@@ -48,7 +49,7 @@ _ALIASES = {"builtin": "hybrid-builtin"}
 def available() -> list[str]:
     """Every name :func:`load` accepts (besides ``ms-<name>`` and ``<arch>:<file>``)."""
     from .pyiqa_backend import nr_metric_names
-    return sorted({*BUILTINS, "hybrid-builtin", *_ALIASES, *nr_metric_names()})
+    return sorted({*BUILTINS, "hybrid-builtin", "scnn", *_ALIASES, *nr_metric_names()})
 
 
 def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
@@ -67,6 +68,10 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
         return fuse(members, mode=HYBRID_BUILTIN["mode"], name="hybrid-builtin")
     if name == "cnniqa-builtin":
         prior = LocalPrior(CNNIQA_BUILTIN_FILE, arch="cnniqa", device=device, name=name)
+        prior.calibration = lookup_calibration(name, folder, calibration_file)
+        return prior
+    if name == "scnn":
+        prior = load_scnn(folder, device)
         prior.calibration = lookup_calibration(name, folder, calibration_file)
         return prior
     if name.startswith("ms-"):
