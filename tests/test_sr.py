@@ -440,7 +440,7 @@ def test_cli_quality_weighted(tmp_path, capsys):
     assert meta["quality_weight_prior"] == "cnniqa-builtin" and meta["quality_floor"] == 0.2
     assert meta["iqa_weight"] == 0.0  # no --prior: L1 only
     assert _run(["sr-finetune", "--model", base, "-o", tmp_path / "r.pth", "--data", hr, "--quality-floor", 0]) == 2
-    assert "quality_floor" in capsys.readouterr().err
+    assert "--quality-floor must be between" in capsys.readouterr().err
 
 
 def test_perceptual_and_adversarial_terms_train_and_resume_exactly(tiny, tmp_path):
