@@ -242,7 +242,8 @@ def figure(args, photos=("108005.png", "253027.png", "106024.png"), hr_crop=128,
                     out = sr.upscale(model, lr, tile=0)
                     p, _ = psnr_ssim_y(out, hr, s_)
                     tiles.append(zoom(out))
-                    labels.append(f"{base_name} {row}, {kind} in\n{p:.2f} dB, {args.prior} {float(prior.native(out)):.2f}")
+                    q = float(prior.native(out))
+                    labels.append(f"{base_name} {row}, {kind} in\n{p:.2f} dB, {args.prior} {q:.2f}")
                 tiles.append(zoom(hr))
                 labels.append(f"{name} HR\n{args.prior} {float(prior.native(hr)):.2f}")
     sheet = contact_sheet(tiles, labels, columns=len(rows) + 1)
@@ -291,7 +292,8 @@ def table(results: dict, prior_name: str) -> str:
 def curve(results: dict, key: str) -> str:
     """The held-out curve of one row as a markdown table."""
     g = results["rows"][key]["record"].get("guard") or {}
-    lines = ["| step | judge (mean) | " + " | ".join(g["curve"][0]["judges"]) + " | grid | PSNR drop | texture | kept? |",
+    judges = " | ".join(g["curve"][0]["judges"])
+    lines = ["| step | judge (mean) | " + judges + " | grid | PSNR drop | texture | kept? |",
              "|" + "---|" * (6 + len(g["curve"][0]["judges"]))]
     for e in g.get("curve", []):
         lines.append(f"| {e['step']} | {e['judge']:.2f} | " + " | ".join(f"{v:.2f}" for v in e["judges"].values())

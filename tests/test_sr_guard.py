@@ -39,7 +39,8 @@ def test_periodic_penalty_zero_without_period_positive_for_grid():
     share = float(sr.grid_share(mixed, s))
     assert 0 < share < 1 and share == pytest.approx(float(grid.pow(2).sum() / (mixed - mixed.mean()).pow(2).sum()))
     # a grid of another period (3 pixels) is not this scale's
-    other = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64).repeat(1, 1, 22, 22)
+    other = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    other = other.repeat(1, 1, 22, 22)
     assert float(sr.grid_share(other[..., :n, :n], s)) < 0.2
 
 
@@ -208,7 +209,8 @@ def test_cli_sr_finetune_help_explains_every_option():
     undocumented = [a.option_strings for a in ft._actions if a.option_strings and not (a.help or "").strip()]
     assert not undocumented
     text = ft.format_help()
-    for flag in ("--iqa-ratio", "--grid-weight", "--judges", "--patience", "--trust-weight", "--max-grid", "--no-balance"):
+    for flag in ("--iqa-ratio", "--grid-weight", "--judges", "--patience", "--trust-weight", "--max-grid",
+                 "--no-balance"):
         assert flag in text
 
 

@@ -17,8 +17,9 @@ from .guard import JudgeGuard, balanced_gradient, flat_texture, grid_share, peri
 from .settings import TRAIN_MODES, SRSettings
 from .train import Interrupted, SRResult, finetune
 
-__all__ = ["DEGRADATIONS", "FinetuneOutput", "finetune_upscaler", "output_paths", "load_lr", "SELECTIONS", "TARGET_KINDS", "TRAIN_MODES", "Interrupted", "LoraSpec", "PairSampler",
-           "SRResult", "SRSettings", "Sample", "UpscalerError", "add_lora", "apply_lora", "describe", "downscale",
-           "file_sha256", "finetune", "JudgeGuard", "balanced_gradient", "flat_texture", "grid_share", "periodic_energy", "load_samples", "load_upscaler", "lora_state_dict", "merged_state_dict",
-           "probabilities", "read_metadata", "save_lora", "save_upscaler", "state_sha256", "target_layers",
-           "upscale"]
+__all__ = ["DEGRADATIONS", "FinetuneOutput", "Interrupted", "JudgeGuard", "LoraSpec", "PairSampler", "SELECTIONS",
+           "SRResult", "SRSettings", "Sample", "TARGET_KINDS", "TRAIN_MODES", "UpscalerError", "add_lora",
+           "apply_lora", "balanced_gradient", "describe", "downscale", "file_sha256", "finetune",
+           "finetune_upscaler", "flat_texture", "grid_share", "load_lr", "load_samples", "load_upscaler",
+           "lora_state_dict", "merged_state_dict", "output_paths", "periodic_energy", "probabilities",
+           "read_metadata", "save_lora", "save_upscaler", "state_sha256", "target_layers", "upscale"]

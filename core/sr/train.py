@@ -24,7 +24,7 @@ from .data import PairSampler
 from .guard import GREY, HeldOut, JudgeGuard, balanced_gradient, periodic_energy
 from .lora import add_lora, lora_state_dict, merged_state_dict
 from .model import state_sha256
-from .settings import TRAIN_MODES, SRSettings
+from .settings import SRSettings
 
 class Discriminator(torch.nn.Module):
     """A small patch discriminator (4 strided convs, spectral norm) for the optional adversarial term."""
