@@ -61,7 +61,7 @@ class SRSettings:
     balance: bool = option(True, "balance the IQA term: its gradient at the output is scaled to iqa_ratio times "
                            "the fidelity gradient's norm, so one setting pushes alike on every base; off: the raw "
                            "-iqa_weight x Q", "sr_loss", node=(NODE, "balance"))
-    iqa_ratio: float = option(2.0, "with balance on: the norm of the IQA push over the fidelity push's (0: L1 only)",
+    iqa_ratio: float = option(0.5, "with balance on: the norm of the IQA push over the fidelity push's (0: L1 only)",
                               "sr_loss", range=(0.0, 100.0), step=0.05, node=(NODE, "iqa_ratio"))
     iqa_weight: float = option(0.0005, "with balance off: lQ per calibrated point of Q (0: L1 only)", "sr_loss",
                                range=(0.0, 1.0), step=0.0001, node=(NODE, "iqa_weight"))
@@ -78,7 +78,7 @@ class SRSettings:
                          node=(NODE, "judges"))
     judge_every: int = option(25, "steps between held-out evaluations", "sr_guard", range=(1, 100000),
                               node=(NODE, "judge_every"))
-    patience: int = option(3, "stop after this many evaluations without an admissible improvement (0: never "
+    patience: int = option(2, "stop after this many evaluations without an admissible improvement (0: never "
                            "stop early; the best is still kept)", "sr_guard", range=(0, 1000),
                            node=(NODE, "patience"))
     holdout: int = option(8, "training photos held out for the judges (at most a third of them; none when "
