@@ -65,3 +65,12 @@ def autograd_safe(module) -> None:
         for name, b in list(m._buffers.items()):
             if b is not None and b.is_inference():
                 m._buffers[name] = b.clone()
+
+
+def autograd_vjp(fn, x: torch.Tensor, sigma: torch.Tensor, cond, g: torch.Tensor) -> tuple:
+    """``(fn(x, sigma, cond), g^T d fn / dx)`` by autograd, in any grad mode (a denoiser's eps and its VJP)."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        e = fn(leaf, sigma, cond)
+        (vjp,) = torch.autograd.grad(e, leaf, g)
+    return e.detach(), vjp

@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import torch
 
+from .._grad import autograd_vjp
+
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """``n`` decreasing sigmas from ``sigma_max`` to ``sigma_min`` (Karras et al. 2022, eq. 5)."""
@@ -145,15 +147,6 @@ class Denoiser:
     @property
     def dtype(self) -> torch.dtype:
         return module_device_dtype(self.network)[1]
-
-
-def autograd_vjp(eps_fn, x: torch.Tensor, sigma: torch.Tensor, cond: Any, g: torch.Tensor) -> tuple:
-    """``(eps_fn(x), g^T d eps_fn / dx)`` by autograd, in any grad mode."""
-    with torch.enable_grad():
-        leaf = x.detach().requires_grad_(True)
-        e = eps_fn(leaf, sigma, cond)
-        (vjp,) = torch.autograd.grad(e, leaf, g)
-    return e.detach(), vjp
 
 
 def _as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:

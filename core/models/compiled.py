@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .._grad import autograd_vjp
+
 log = logging.getLogger("iqa_map")
 
 
@@ -46,6 +48,4 @@ class Compiled:
         return self._guard(lambda: self.eps_fn(x, sigma, cond), eager)
 
     def vjp(self, x, sigma, cond, g, eager: Callable[[], tuple]) -> tuple:
-        from .base import autograd_vjp
-
         return self._guard(lambda: autograd_vjp(self.eps_fn, x, sigma, cond, g), eager)
