@@ -96,7 +96,8 @@ def cmd_enhance(args) -> int:
     from .workers import EnhanceWorker, settings_dicts
 
     settings_d, tiles_d = settings_dicts(settings, tiles)
-    kwargs = dict(model=args.model, dtype=args.dtype, cuda_graphs=args.cuda_graphs, prompt=args.prompt,
+    kwargs = dict(model=args.model, dtype=args.dtype, cuda_graphs=args.cuda_graphs, compile=args.compile,
+                  prompt=args.prompt,
                   model_config=args.model_config,
                   prior=args.prior or ["builtin"], fusion=args.fusion, monitors=args.monitor,
                   weights_dir=args.weights_dir, device=args.device, settings=settings_d, tiles=tiles_d, out=str(out),
@@ -130,7 +131,7 @@ def _load_model(args):
     from ..core.models.loading import DTYPES, load_model
 
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
-                      prompt=args.prompt, cuda_graphs=args.cuda_graphs)
+                      prompt=args.prompt, cuda_graphs=args.cuda_graphs, compile=args.compile)
 
 
 def _readable(files) -> tuple[list, int]:
@@ -230,19 +231,11 @@ def cmd_sr_finetune(args) -> int:
 
     from ..core import sr
 
-    d = sr.SRSettings()
-    settings = sr.SRSettings(
-        steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, train=args.train, rank=args.lora_rank,
-        alpha=args.lora_alpha, targets=args.lora_targets, exclude=args.lora_exclude, l1_weight=args.l1_weight,
-        perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
-        iqa_weight=args.iqa_weight if args.prior else 0.0, selection=args.select, temperature=args.temperature,
-        degradation=args.degradation, quality_weight_prior=args.quality_weighted, quality_floor=args.quality_floor,
-        seed=args.seed, checkpoint_every=args.checkpoint_every or d.checkpoint_every)
-    settings.validate()
-    if args.select in ("sma", "smp", "amo") and not args.prior:
-        raise CliError(f"--select {args.select} scores the candidates: give --prior")
-    if args.select != "orig" and not (args.candidates or args.generate):
-        print(f"note: --select {args.select} without --candidates or --generate: only the candidates beside "
+    settings = options.sr_settings(args, bool(args.prior))
+    if settings.selection in ("sma", "smp", "amo") and not args.prior:
+        raise CliError(f"--select {settings.selection} scores the candidates: give --prior")
+    if settings.selection != "orig" and not (args.candidates or args.generate):
+        print(f"note: --select {settings.selection} without --candidates or --generate: only the candidates beside "
               "each photo (<stem>_*.png) are used", file=sys.stderr)
     sr.output_paths(args.output)  # a bad -o is known before anything slow
     prior = build_prior(args.prior, args.weights_dir, args.device, args.fusion) if args.prior else None
@@ -253,6 +246,11 @@ def cmd_sr_finetune(args) -> int:
         bar = bar or tqdm(total=settings.steps, initial=info["step"] - 1, desc="sr-finetune", unit="step")
         bar.n = info["step"]
         bar.set_postfix(l1=f"{info['l1']:.4f}", **({"q": f"{info['q']:.2f}"} if info["q"] is not None else {}))
+        e = info.get("eval")
+        if e:  # the held-out judges (the hack guard): above the bar, not across it
+            tqdm.write(f"held-out at step {e['step']}: judges {e['judge']:.2f}, grid share {e['grid']:.3f}, "
+                       f"PSNR-Y {-e['psnr_drop']:+.2f} dB, flat texture {e['texture']:.2f} (HR {e['texture_hr']:.2f})"
+                       + ("" if e["admissible"] else " - not kept"))
 
     try:
         res = sr.finetune_upscaler(args.model, args.data, args.output, prior, settings,
@@ -273,6 +271,12 @@ def cmd_sr_finetune(args) -> int:
     print(f"wrote {res.model_path}" + (f" and {res.lora_path}" if res.lora_path else "")
           + (f"; Q on the training crops {qs[0]:.2f} -> {sum(qs[-10:]) / len(qs[-10:]):.2f} (last 10 steps)"
              if qs else ""))
+    g = res.result.record.get("guard")
+    if g:
+        stop = f", stopped at step {g['stopped']['step']} ({g['stopped']['reason']})" if g["stopped"] else ""
+        print(f"hack guard: kept step {g['best_step']} by the held-out judges{stop}"
+              + ("; the base was kept: no step improved them without a grid or a PSNR cost over the limits"
+                 if g["best_step"] == 0 else ""))
     if args.report:
         _write_json(args.report, {"model": str(res.model_path), "lora": str(res.lora_path or ""),
                                   "metadata": res.metadata, "history": h})
@@ -323,8 +327,8 @@ def cmd_upscale(args) -> int:
         f = Path(f)
         reports[str(f)] = entry
         score = "".join(f", {k} {v:.2f}" for k, v in entry.get("scores", {}).items())
-        print(f"{f.name}: {entry['input_size'][0]}x{entry['input_size'][1]} -> {entry['size'][0]}x{entry['size'][1]}"
-              f"{score}{entry.get('scale_note', '')} -> {entry['output']}")
+        tqdm.write(f"{f.name}: {entry['input_size'][0]}x{entry['input_size'][1]} -> {entry['size'][0]}x"
+                   f"{entry['size'][1]}{score}{entry.get('scale_note', '')} -> {entry['output']}")
     if args.report:
         _write_report(args.report, reports, files)
     return 1 if failed else 0
@@ -421,7 +425,7 @@ def _compare_dataset(args, settings, tiles) -> int:
         settings_d, tiles_d = settings_dicts(settings, tiles)
         kwargs = dict(priors=list(args.prior), weights_dir=args.weights_dir, device=args.device,
                       threads=args.threads_per_worker, model=args.model, dtype=args.dtype,
-                      cuda_graphs=args.cuda_graphs, prompt=args.prompt,
+                      cuda_graphs=args.cuda_graphs, compile=args.compile, prompt=args.prompt,
                       model_config=args.model_config, settings=settings_d, tiles=tiles_d, out=str(out),
                       protect=[str(f) for f in files])
         for (path, a), row in tqdm(batch.run(CompareWorker, kwargs, tasks, **_ray_options(args)), total=len(tasks),
@@ -583,19 +587,23 @@ def parser() -> argparse.ArgumentParser:
 
     def map_options(p, groups=None):
         """The model, the preset and the settings generated from their metadata (core/settings.py)."""
-        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
-                       "<single-file SD checkpoint> (default builtin)")
+        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | "
+                       "<diffusers SD 1.x/2.x, Flux.1 or SD3 folder> | <single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",
                        help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
-        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
-                       "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
+        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion, Flux and SD3 "
+                       "models (default: empty, unconditional; guidance stays 1, where the inversion is exact)")
         p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                        help="precision of the diffusion model's network (the sampler's state stays float64): "
                             "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
         p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                        help="on a CUDA device, replay the network's evaluations from CUDA graphs: about 3x faster "
                             "for Stable Diffusion at batch 1, same results, a little more GPU memory (default on)")
+        p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="evaluate the diffusion network through torch.compile: minutes of compiling per photo "
+                            "size, then faster evaluations (several times on a CPU); for folders of same-sized "
+                            "photos; falls back to plain evaluation where compiling fails (default off)")
         p.add_argument("--preset", default="default", choices=list(PRESETS),
                        help="starting settings, which options given explicitly override: " + "; ".join(
                            f"{k} ({v})" for k, v in PRESET_HELP.items()))
@@ -686,11 +694,14 @@ def parser() -> argparse.ArgumentParser:
     common(qm)
     qm.set_defaults(func=cmd_qmap)
 
-    from ..core.sr import DEGRADATIONS, SELECTIONS, TARGET_KINDS, TRAIN_MODES, SRSettings
+    from ..core.sr import settings as srs
 
-    srd = SRSettings()
     ft = sub.add_parser("sr-finetune", help="fine-tune an upscaler (any model ComfyUI's Load Upscale Model reads) "
-                        "with LoRA, an NR-IQA prior and optionally IQA-selected targets")
+                        "with LoRA, an NR-IQA prior and optionally IQA-selected targets, under a hack guard",
+                        description="Fine-tune an upscaler with L1 - lQ Q(SR): LoRA adapters train and are merged "
+                        "into a model of the same architecture and scale. The hack guard is on by default: the IQA "
+                        "gradient is balanced against the fidelity gradient, a grid at the scale's period is "
+                        "penalised, and held-out judges decide when to stop and which step to keep (docs/sr.md).")
     ft.add_argument("--model", required=True, help="the base upscaler file (.pth, .safetensors, ...)")
     ft.add_argument("-o", "--output", required=True, help="the tuned model (.safetensors or .pth); the LoRA is "
                     "written beside it as <stem>_lora.safetensors, the checkpoint as <output>.ckpt")
@@ -699,47 +710,15 @@ def parser() -> argparse.ArgumentParser:
     ft.add_argument("--prior", action="append", default=[], metavar="NAME[:WEIGHT]",
                     help="the Q in L1 - lQ Q; repeat to fuse several (none: L1 only)")
     ft.add_argument("--fusion", default="mean", choices=["mean", "geometric", "softmin"], help=FUSION_HELP)
-    ft.add_argument("--iqa-weight", type=float, default=srd.iqa_weight,
-                    help="lQ, per calibrated point of Q (default %(default)s)")
-    ft.add_argument("--steps", type=int, default=srd.steps, help="default %(default)s")
-    ft.add_argument("--batch", type=int, default=srd.batch, help="crops per step (default %(default)s)")
-    ft.add_argument("--crop", type=int, default=srd.crop, help="LR crop side in pixels (default %(default)s)")
-    ft.add_argument("--lr", type=float, default=srd.lr, help="Adam learning rate (default %(default)s)")
-    ft.add_argument("--train", default=srd.train, choices=TRAIN_MODES,
-                    help="lora: only adapters train (limits metric hacking; default); all: every weight")
-    ft.add_argument("--lora-rank", type=int, default=srd.rank, help="default %(default)s")
-    ft.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
-    ft.add_argument("--lora-targets", default=srd.targets, choices=TARGET_KINDS,
-                    help="layer kinds that take adapters (default %(default)s)")
-    ft.add_argument("--lora-exclude", default=None, metavar="REGEX",
-                    help="layers (by name) left without adapters, e.g. '^upsampler' (see docs/sr.md)")
-    ft.add_argument("--l1-weight", type=float, default=srd.l1_weight, help="default %(default)s")
-    ft.add_argument("--perceptual-weight", type=float, default=srd.perceptual_weight,
-                    help="weight of NLPD, a weight-free perceptual distance (default %(default)s)")
-    ft.add_argument("--adversarial-weight", type=float, default=srd.adversarial_weight,
-                    help="weight of a small patch discriminator's loss (default %(default)s: off)")
-    ft.add_argument("--select", default=srd.selection, choices=SELECTIONS,
-                    help="training target: orig (the HR photo), random, sma (softmax of Q / T over the candidates), "
-                         "smp (over those scoring at least the photo), amo (the best candidate per crop)")
-    ft.add_argument("--temperature", type=float, default=srd.temperature, help="sma/smp, calibrated points "
-                    "(default %(default)s)")
     ft.add_argument("--candidates", default=None, metavar="DIR",
                     help="folder of candidate targets <stem>_*.png (also looked for beside each photo)")
     ft.add_argument("--generate", action="append", choices=["sharpen"], default=[],
                     help="add generated candidates: sharpen = the photo unsharp-masked at three strengths")
-    ft.add_argument("--degradation", default=srd.degradation, choices=DEGRADATIONS,
-                    help="how LR inputs are made: bicubic (default) or mix (random blur, noise, JPEG on top)")
-    ft.add_argument("--quality-weighted", nargs="?", const="cnniqa-builtin", default=None, metavar="PRIOR",
-                    help="AdaQual-Diff's quality-weighted L1: weigh each pixel by w(q) = (q_max - q)/(q_max - q_min) "
-                         "of PRIOR's quality map of the LR input (default cnniqa-builtin), damaged regions most")
-    ft.add_argument("--quality-floor", type=float, default=srd.quality_floor,
-                    help="with --quality-weighted: the best region's weight relative to the worst "
-                         "(default %(default)s)")
-    ft.add_argument("--seed", type=int, default=srd.seed)
-    ft.add_argument("--checkpoint-every", type=int, default=srd.checkpoint_every, metavar="STEPS")
     ft.add_argument("--resume", action="store_true", help="continue the run in <output>.ckpt exactly")
     ft.add_argument("--force", action="store_true", help="replace existing output files")
-    ft.add_argument("--report", default=None, help="write a JSON report (settings, losses and Q per step)")
+    ft.add_argument("--report", default=None, help="write a JSON report (settings, losses and Q per step, the "
+                    "held-out curve of the hack guard)")
+    options.add_settings(ft, srs.SRSettings, titles=srs.GROUPS, presets={})
     common(ft)
     ft.set_defaults(func=cmd_sr_finetune)
 

@@ -26,17 +26,20 @@ def _help(opt: S.Option, default, preset_keys) -> str:
     return text.replace("%", "%%")
 
 
-def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = True) -> None:
-    """Add one option per field of ``cls`` (:class:`~iqa_map.core.settings.MapSettings` or ``TileSettings``),
-    under argparse groups named as :data:`~iqa_map.core.settings.GROUPS`; ``groups`` restricts which."""
-    in_presets = {k for p_ in S.PRESETS.values() for k in p_}
+def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = True, titles=None,
+                 presets=None) -> None:
+    """Add one option per field of ``cls`` (:class:`~iqa_map.core.settings.MapSettings`, ``TileSettings`` or
+    ``SRSettings``), under argparse groups named as ``titles`` (default :data:`~iqa_map.core.settings.GROUPS`);
+    ``groups`` restricts which; ``presets`` (default MapSettings') say which defaults a preset may change."""
+    titles = S.GROUPS if titles is None else titles
+    in_presets = {k for p_ in (S.PRESETS if presets is None else presets).values() for k in p_}
     sections = {}
     for f, opt in S.options(cls):
         flag = S.cli_flag(f, opt)
         if flag is None or (groups is not None and opt.group not in groups):
             continue
         if opt.group not in sections:
-            sections[opt.group] = p.add_argument_group(S.GROUPS[opt.group])
+            sections[opt.group] = p.add_argument_group(titles[opt.group])
         kind = S.value_type(cls, f)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(opt, f.default, f.name in in_presets))
         if kind is bool:
@@ -76,6 +79,16 @@ def map_settings(args: argparse.Namespace) -> S.MapSettings:
             raise ValueError(f"--fidelity {fid} and --fidelity-weight {chosen['fidelity_weight']} disagree: give one")
         chosen.update(fidelity=name, fidelity_weight=weight)
     return _checked(S.MapSettings, lambda: S.preset(getattr(args, "preset", "default"), **chosen))
+
+
+def sr_settings(args: argparse.Namespace, prior_given: bool):
+    """:class:`~iqa_map.core.sr.SRSettings` from the options given; without a prior the IQA term is off."""
+    from ..core.sr import SRSettings
+
+    chosen = given(args, SRSettings)
+    if not prior_given:
+        chosen.update(iqa_weight=0.0, iqa_ratio=0.0)
+    return _checked(SRSettings, lambda: SRSettings(**chosen))
 
 
 def tile_settings(args: argparse.Namespace) -> S.TileSettings:

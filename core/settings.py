@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 
 from .objective import DEFAULT_WEIGHT
 from .optim import LR_SCHEDULES, OPTIMISERS, default_lr
+from .models.checkpointing import MODES as CHECKPOINTING
 from .qmap import WEIGHT_NORMALISATIONS
 
 HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
@@ -140,6 +141,11 @@ class MapSettings:
                              node=(INVERT, "strength"))
     mix: float = option(0.93, "EDICT mixing coefficient p (the paper's 0.93)", "inversion", range=(0.5, 0.999),
                         step=0.001, advanced=True, node=(INVERT, "mix"))
+    checkpointing: str = option("auto", "recompute each transformer block's activations in the backward pass "
+                                "instead of keeping them: far less memory for about 30 % more time per gradient; "
+                                "auto: on for networks of 1e9 parameters or more (DiTs such as Flux and SD3.5)",
+                                "inversion", choices=CHECKPOINTING, advanced=True,
+                                why="auto decides from the model's size")
     # -- optimiser
     iterations: int = option(20, "gradient steps", "optimiser", range=(0, 1000), node=(ASCENT, "iterations"))
     optimizer: str = option("momentum", "momentum: the public recipe's clipped update, for calibrated 0-100 "
@@ -246,7 +252,8 @@ class TileSettings:
 #: ``default``: the defaults (full inversion, 20 steps, 20 momentum iterations): the recipe's gain with a sixth
 #: of its evaluations; ``fast``: a quick CPU regime (partial inversion, 4 steps, 8 Adam iterations), about 10 times
 #: quicker (``make demo`` runs it); ``recipe``: the public recipe (full inversion, 50 steps, 50 momentum iterations);
-#: ``few-step``: :data:`FEW_STEP`.
+#: ``few-step``: :data:`FEW_STEP`, full inversion at the length step-distilled models are trained for (Flux.1
+#: schnell: 1-4 steps), a fifth of the default's evaluations (docs/models.md), with a smaller step.
 PRESETS = {"default": {},
            "fast": dict(steps=4, strength=0.35, iterations=8, optimizer="adam"),
            "recipe": dict(steps=50, strength=1.0, iterations=50, optimizer="momentum"),
@@ -254,8 +261,9 @@ PRESETS = {"default": {},
 PRESET_HELP = {"default": "full inversion, 20 steps, 20 momentum iterations",
                "fast": "4 steps at strength 0.35, 8 Adam iterations: about 10 times quicker, for CPUs",
                "recipe": "the public recipe: 50 steps, 50 iterations",
-               "few-step": f"for few-step/distilled models (Flux schnell, LCM, Turbo): {FEW_STEP['steps']} steps, "
-                           f"learning rate {FEW_STEP['lr']:g} (the default step overshoots there)"}
+               "few-step": f"for step-distilled models (Flux.1 schnell, LCM, Turbo): {FEW_STEP['steps']} steps of "
+                           f"full inversion, a fifth of the default's evaluations, learning rate {FEW_STEP['lr']:g} "
+                           "(the default step overshoots there)"}
 
 
 def preset(name: str = "default", **overrides) -> MapSettings:

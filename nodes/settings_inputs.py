@@ -24,6 +24,8 @@ def _fields(node_key: str, cls=S.MapSettings) -> dict:
 
 def _input(cls, name: str, f: dataclasses.Field, opt: S.Option, optional: bool) -> Input:
     kind = _WIDGETS[S.value_type(cls, f)]
+    if kind == "COMBO" and opt.choices is None:
+        kind = "STRING"  # free text (a list of names)
     default = opt.unset if f.default is None else f.default
     tooltip = opt.help[0].upper() + opt.help[1:] + "."
     if opt.unset is not None:

@@ -7,12 +7,17 @@ import os
 
 import torch
 
-from ..core.sr import SELECTIONS, SRSettings
+from ..core.sr import SRSettings
+from ..core.sr.settings import NODE
 from .schema import Input, Node, Output, Schema
+from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_PRIOR
 
 log = logging.getLogger("iqa_map")
-_D = SRSettings()  # the library's defaults are the node's
+# The settings on the node, generated from SRSettings' metadata; saved workflows store widgets by position, so the
+# first ones keep the places they had before the guard's settings (appended after save_name).
+_REQUIRED, _OPTIONAL = settings_inputs(NODE, required=("steps", "rank", "iqa_weight", "selection", "seed"),
+                                       optional=("crop", "batch", "learning_rate"), cls=SRSettings)
 
 
 class IQAFineTuneUpscaler(Node):
@@ -25,32 +30,23 @@ class IQAFineTuneUpscaler(Node):
                      "selection other than 'orig', one of its candidates (sharpened versions and/or the "
                      "'candidates' batch) chosen by the prior. The base model is never changed. Optionally saved "
                      "into models/upscale_models. Costs PSNR for perceived sharpness: compare with IQA Score, and "
-                     "look at the output: if it grows a regular grid texture, lower iqa_weight (docs/sr.md)."),
+                     "look at the output. A hack guard is on by default: the IQA gradient balanced against L1's, a "
+                     "penalty on a grid at the scale's period, and held-out judges that stop the run and keep the "
+                     "best step (docs/sr.md)."),
         inputs=[
             Input("upscale_model", "UPSCALE_MODEL", "The base upscaler (Load Upscale Model)."),
             Input("images", "IMAGE", "HR training photos (a batch; at least one LR crop times the scale a side). "
                   "Load Image, or a batch of them."),
             Input("prior", IQA_PRIOR, "The Q in L1 - weight x Q (Load IQA Prior or Fuse Priors)."),
-            Input("steps", "INT", "Adam steps.", default=_D.steps, min=1, max=100000),
-            Input("rank", "INT", "LoRA rank (3: the adapters stay under a tenth of a small upscaler).",
-                  default=_D.rank, min=1, max=256),
-            Input("iqa_weight", "FLOAT", "lQ per calibrated point of Q; 0 = L1 only (the control).",
-                  default=_D.iqa_weight, min=0.0, max=1.0, step=0.0001),
-            Input("selection", "COMBO", "Training target: orig (the photo), random, sma (softmax of Q/T over the "
-                  "candidates), smp (over those scoring at least the photo), amo (the best candidate per crop).",
-                  options=list(SELECTIONS), default=_D.selection),
-            Input("seed", "INT", "Crops, flips and the adapters' initialisation.", default=_D.seed, min=0,
-                  max=0xFFFFFFFFFFFFFFFF),
+            *_REQUIRED,
             Input("candidates", "IMAGE", "Candidate targets: renderings of the photos (same sizes), in the photos' "
                   "order, repeated (candidate i belongs to photo i mod N).", optional=True),
             Input("sharpened_candidates", "BOOLEAN", "Add the photos unsharp-masked at three strengths as "
                   "candidates (used when selection is not orig).", optional=True, default=True),
-            Input("crop", "INT", "LR crop side in pixels.", optional=True, default=_D.crop, min=8, max=1024),
-            Input("batch", "INT", "Crops per step.", optional=True, default=_D.batch, min=1, max=64),
-            Input("learning_rate", "FLOAT", "Adam learning rate.", optional=True, default=_D.lr, min=1e-6, max=1.0,
-                  step=1e-5),
+            *_OPTIONAL[:3],
             Input("save_name", "STRING", "If set, save the tuned model as models/upscale_models/<name>.safetensors "
                   "(and its LoRA beside it); never overwrites.", optional=True, default=""),
+            *_OPTIONAL[3:],
         ],
         outputs=[Output("UPSCALE_MODEL", "upscale_model", "The fine-tuned upscaler (LoRA merged): the base's "
                         "architecture and scale."),
@@ -59,12 +55,17 @@ class IQAFineTuneUpscaler(Node):
     )
 
     @classmethod
-    def execute(cls, upscale_model, images, prior, steps=150, rank=3, iqa_weight=0.0005, selection="orig", seed=0,
-                candidates=None, sharpened_candidates=True, crop=64, batch=4, learning_rate=2e-4, save_name=""):
+    def execute(cls, upscale_model, images, prior, candidates=None, sharpened_candidates=True, save_name="",
+                **settings):
         from ..core import sr
         from ..core.sr.data import Sample, add_sharpened
         from . import comfy
 
+        try:
+            s = settings_from_inputs(NODE, settings, cls=SRSettings)
+        except ValueError as e:
+            raise ValueError(f"IQA Fine-tune Upscaler: {e}") from None
+        selection, steps = s.selection, s.steps
         save_to = _save_path(save_name.strip()) if save_name.strip() else None
         with torch.inference_mode(False):
             base = sr.load_upscaler(_usable_descriptor(upscale_model))
@@ -84,12 +85,10 @@ class IQAFineTuneUpscaler(Node):
                 if sharpened_candidates and selection != "orig":
                     add_sharpened(hr, cands, labels)
                 samples.append(Sample(f"image{i}", cands, labels))
-            s = sr.SRSettings(steps=steps, batch=batch, crop=crop, lr=learning_rate, rank=rank, iqa_weight=iqa_weight,
-                              selection=selection, seed=seed)
             try:
-                s.validate()
-                sampler = sr.PairSampler(samples, base.scale, crop, batch, selection=selection,
-                                         temperature=s.temperature, prior=prior, seed=seed)
+                sampler = sr.PairSampler(samples, base.scale, s.crop, s.batch, selection=selection,
+                                         temperature=s.temperature, degradation=s.degradation, prior=prior,
+                                         seed=s.seed, holdout=s.holdout if s.judge_names() else 0)
             except ValueError as e:
                 raise ValueError(f"IQA Fine-tune Upscaler: {e}") from None
             bar = comfy.Progress(steps, "fine-tune upscaler")
@@ -97,6 +96,11 @@ class IQAFineTuneUpscaler(Node):
             def progress(info):
                 log.info("IQA-MAP fine-tune upscaler: step %d/%d l1 %.4f q %s", info["step"], steps, info["l1"],
                          "-" if info["q"] is None else f"{info['q']:.2f}")
+                if info.get("eval"):
+                    e = info["eval"]
+                    log.info("IQA-MAP fine-tune upscaler: held-out at step %d: judges %.2f, grid share %.3f, PSNR-Y "
+                             "%+.2f dB%s", e["step"], e["judge"], e["grid"], -e["psnr_drop"],
+                             "" if e["admissible"] else " (not kept)")
                 if bar.bar is not None:
                     every = info["step"] % 10 == 0 or info["step"] == steps
                     bar.bar.update_absolute(info["step"], steps, comfy._preview(info["preview"] if every else None))

@@ -12,6 +12,10 @@ from helpers import DATA, need_shared, rel
 from iqa_map.core import priors, sr
 
 
+#: The mechanics of issue 24 without the hack guard (tests/test_sr_guard.py tests the guard): L1 only.
+L1 = dict(iqa_ratio=0.0, iqa_weight=0.0, judges="", grid_weight=0.0)
+
+
 def tiny_state(scale: int = 2, feat: int = 8, seed: int = 0) -> dict:
     """A random-weight Real-ESRGAN "compact" (SRVGGNetCompact) state dict: an architecture spandrel knows."""
     from spandrel.architectures.Compact import CompactArch
@@ -71,7 +75,7 @@ def test_lora_starts_identical_and_trains_only_adapters(tiny, tmp_path):
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     wrapped_before = {k: v.clone() for k, v in m.state_dict().items()}
     sampler = sr.PairSampler(sr.load_samples(photos(tmp_path / "hr")), tiny.scale, crop=16, batch=2, seed=0)
-    res = sr.finetune(tiny, sampler, None, sr.SRSettings(steps=3, crop=16, batch=2, lr=1e-2, rank=4, iqa_weight=0))
+    res = sr.finetune(tiny, sampler, None, sr.SRSettings(steps=3, crop=16, batch=2, lr=1e-2, rank=4, **L1))
     after = res.lora.state_dict()
     changed = {k for k in after if not torch.equal(after[k], res.lora.state_dict()[k]) or
                (k in wrapped_before and not torch.equal(after[k], wrapped_before[k]))}
@@ -108,7 +112,7 @@ def test_merged_equals_unmerged_and_exports_through_spandrel(tiny, tmp_path):
 def test_lora_file_is_small_and_applies(tiny, tmp_path):
     hr = photos(tmp_path / "hr")
     sampler = sr.PairSampler(sr.load_samples(hr), tiny.scale, crop=16, batch=2, seed=0)
-    s = sr.SRSettings(steps=2, crop=16, batch=2, lr=1e-2, rank=2, iqa_weight=0)
+    s = sr.SRSettings(steps=2, crop=16, batch=2, lr=1e-2, rank=2, **L1)
     res = sr.finetune(tiny, sampler, None, s)
     lp = sr.save_lora(res.lora_state_dict(), s.lora_spec(), tmp_path / "a_lora.safetensors", res.record)
     applied = sr.apply_lora(tiny, lp)
@@ -194,7 +198,7 @@ def test_targets_align_with_inputs(tmp_path, tiny):
 
 def test_resume_is_exact(tiny, tmp_path):
     hr = photos(tmp_path / "hr")
-    s = dict(crop=16, batch=2, lr=1e-2, rank=2, iqa_weight=0, checkpoint_every=2, seed=4)
+    s = dict(crop=16, batch=2, lr=1e-2, rank=2, **L1, checkpoint_every=2, seed=4)
 
     def run(steps, ckpt=None, resume=False):
         smp = sr.PairSampler(sr.load_samples(hr), tiny.scale, crop=16, batch=2, seed=4)
@@ -214,7 +218,7 @@ def test_resume_is_exact(tiny, tmp_path):
 
 def test_interrupt_keeps_a_checkpoint_that_resumes_exactly(tiny, tmp_path):
     hr = photos(tmp_path / "hr")
-    s = dict(crop=16, batch=2, lr=1e-2, rank=2, iqa_weight=0, checkpoint_every=100, seed=2)
+    s = dict(crop=16, batch=2, lr=1e-2, rank=2, **L1, checkpoint_every=100, seed=2)
     smp = lambda: sr.PairSampler(sr.load_samples(hr), tiny.scale, crop=16, batch=2, seed=2)  # noqa: E731
     whole = sr.finetune(tiny, smp(), None, sr.SRSettings(steps=4, **s))
 
@@ -242,7 +246,8 @@ def test_a_few_steps_raise_q_on_a_training_crop(tmp_path):
     with torch.no_grad():
         q0 = float(comparable_score(prior, base.model(crop).clamp(0, 1)))
     smp = sr.PairSampler(samples, 2, crop=32, batch=2, seed=0)
-    res = sr.finetune(base, smp, prior, sr.SRSettings(steps=8, crop=32, batch=2, lr=5e-3, rank=4, iqa_weight=0.05))
+    res = sr.finetune(base, smp, prior, sr.SRSettings(steps=8, crop=32, batch=2, lr=5e-3, rank=4, balance=False,
+                                                   iqa_weight=0.05, judges="", grid_weight=0.0))
     with torch.no_grad():
         q1 = float(comparable_score(prior, res.model(crop).clamp(0, 1)))
     assert q1 > q0 + 1.0, (q0, q1)
@@ -374,7 +379,7 @@ def test_finetune_node_returns_a_working_upscaler(tmp_path):
         base = sr.load_upscaler(tiny_state())
         before = {k: v.clone() for k, v in base.model.state_dict().items()}
         x = torch.rand(1, 3, 16, 16)
-        tuned, report = node.execute(base, images, prior, steps=3, rank=2, iqa_weight=0.01, selection="amo",
+        tuned, report = node.execute(base, images, prior, steps=3, rank=2, iqa_ratio=1.0, selection="amo", judges="",
                                      crop=16, batch=2, learning_rate=1e-2)
         y_base, y_tuned = base.model(x), tuned.model(x)
     assert type(tuned.architecture) is type(base.architecture) and tuned.scale == base.scale
@@ -413,9 +418,9 @@ def test_quality_weight_follows_w_of_q(tmp_path):
     b = smp.next()
     assert b.weight.shape == (4, 1, 32, 32)
     with pytest.raises(ValueError, match="weight_prior"):
-        sr.finetune(sr.load_upscaler(tiny_state()), smp, None, sr.SRSettings(steps=1, crop=16, iqa_weight=0))
+        sr.finetune(sr.load_upscaler(tiny_state()), smp, None, sr.SRSettings(steps=1, crop=16, **L1))
     res = sr.finetune(sr.load_upscaler(tiny_state()), smp, None,
-                      sr.SRSettings(steps=2, crop=16, batch=4, iqa_weight=0, quality_weight_prior="cnniqa-builtin"))
+                      sr.SRSettings(steps=2, crop=16, batch=4, **L1, quality_weight_prior="cnniqa-builtin"))
     assert res.record["quality_weight_prior"] == "cnniqa-builtin" and len(res.history) == 2
 
 
@@ -435,13 +440,13 @@ def test_cli_quality_weighted(tmp_path, capsys):
     assert meta["quality_weight_prior"] == "cnniqa-builtin" and meta["quality_floor"] == 0.2
     assert meta["iqa_weight"] == 0.0  # no --prior: L1 only
     assert _run(["sr-finetune", "--model", base, "-o", tmp_path / "r.pth", "--data", hr, "--quality-floor", 0]) == 2
-    assert "quality_floor" in capsys.readouterr().err
+    assert "--quality-floor must be between" in capsys.readouterr().err
 
 
 def test_perceptual_and_adversarial_terms_train_and_resume_exactly(tiny, tmp_path):
     """NLPD and the patch discriminator: finite terms, the discriminator in the checkpoint, exact resume."""
     hr = photos(tmp_path / "hr")
-    s = dict(crop=16, batch=2, lr=1e-3, rank=2, iqa_weight=0, perceptual_weight=0.5, adversarial_weight=0.01,
+    s = dict(crop=16, batch=2, lr=1e-3, rank=2, **L1, perceptual_weight=0.5, adversarial_weight=0.01,
              checkpoint_every=2, seed=1)
     smp = lambda: sr.PairSampler(sr.load_samples(hr), tiny.scale, crop=16, batch=2, seed=1)  # noqa: E731
     whole = sr.finetune(tiny, smp(), None, sr.SRSettings(steps=4, **s))

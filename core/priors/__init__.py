@@ -31,6 +31,7 @@ from .calibration import fit_calibration, fit_constants, lookup as lookup_calibr
 from .fusion import FUSION_MODES, FusedPrior, MultiScalePrior, fuse
 from .local import ARCHS, LocalPrior
 from .pyiqa_backend import PyiqaMissingError, pyiqa_available
+from .scnn import load_scnn  # also registers the 'scnn' architecture
 from .weights import ENV_VAR, WeightsMissingError, offline_weights, resolve_weights_dir
 
 __all__ = [
@@ -51,7 +52,7 @@ _ALIASES = {"builtin": "hybrid-builtin"}
 def available() -> list[str]:
     """Every name :func:`load` accepts (besides ``ms-<name>`` and ``<arch>:<file>``)."""
     from .pyiqa_backend import nr_metric_names
-    return sorted({*BUILTINS, "hybrid-builtin", *_ALIASES, *nr_metric_names()})
+    return sorted({*BUILTINS, "hybrid-builtin", "scnn", *_ALIASES, *nr_metric_names()})
 
 
 def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
@@ -70,6 +71,10 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
         return fuse(members, mode=HYBRID_BUILTIN["mode"], name="hybrid-builtin")
     if name == "cnniqa-builtin":
         prior = LocalPrior(CNNIQA_BUILTIN_FILE, arch="cnniqa", device=device, name=name)
+        prior.calibration = lookup_calibration(name, folder, calibration_file)
+        return prior
+    if name == "scnn":
+        prior = load_scnn(folder, device)
         prior.calibration = lookup_calibration(name, folder, calibration_file)
         return prior
     if name.startswith("ms-"):

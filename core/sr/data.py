@@ -134,7 +134,7 @@ class PairSampler:
 
     def __init__(self, samples: Sequence[Sample], scale: int, crop: int, batch: int, selection: str = "orig",
                  temperature: float = 5.0, degradation: str = "bicubic", prior=None, seed: int = 0,
-                 weight_prior=None, weight_floor: float = 0.1):
+                 weight_prior=None, weight_floor: float = 0.1, holdout: int = 0):
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; choose from {', '.join(SELECTIONS)}")
         if degradation not in DEGRADATIONS:
@@ -147,12 +147,19 @@ class PairSampler:
         if len(small) == len(samples):
             raise ValueError(f"every training photo is smaller than one crop ({crop * scale} pixels = LR crop "
                              f"{crop} x scale {scale}); use larger photos or a smaller crop")
-        self.samples = [s for s in samples if s.name not in small]
+        usable = [s for s in samples if s.name not in small]
+        k = min(holdout, len(usable) // 3)  # photos the held-out judges see, spread over the list
+        held = {int((i + 0.5) * len(usable) / k) for i in range(k)} if k else set()
+        self.held = [s for i, s in enumerate(usable) if i in held]
+        self.samples = [s for i, s in enumerate(usable) if i not in held]
         self.skipped = small
         self.scale, self.crop, self.batch = scale, crop, batch
         self.selection, self.temperature, self.degradation, self.prior = selection, temperature, degradation, prior
         self.weight_prior, self.weight_floor = weight_prior, weight_floor
         self.gen = torch.Generator().manual_seed(int(seed))
+        for s in self.held:
+            if s.lr is None:
+                s.lr = downscale(s.candidates[0][None], scale)[0]
         for s in self.samples:
             if s.lr is None:
                 s.lr = downscale(s.candidates[0][None], scale)[0]
@@ -164,6 +171,23 @@ class PairSampler:
         self.probs = [probabilities(selection if selection != "amo" else "orig", s.scores, temperature)
                       for s in self.samples]
         self.picked = torch.zeros(max(len(s.candidates) for s in self.samples))  # how often each index was the target
+
+    def holdout_crops(self, limit: int = 8) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(LR [N,3,c,c], HR [N,3,c*s,c*s], from_training): the centre crop of each held-out photo (without
+        held-out photos: of the first ``limit`` training photos), degraded as the training inputs are with a
+        fixed seed of its own, so the training draws are the same with or without a judge."""
+        photos, from_training = (self.held, False) if self.held else (self.samples[:limit], True)
+        c, s_ = self.crop, self.scale
+        lrs, hrs = [], []
+        for smp in photos:
+            h, w = smp.lr.shape[-2:]
+            y, x = (h - c) // 2, (w - c) // 2
+            lrs.append(smp.lr[:, y:y + c, x:x + c])
+            hrs.append(smp.candidates[0][:, y * s_:(y + c) * s_, x * s_:(x + c) * s_])
+        lr = torch.stack(lrs).contiguous()
+        if self.degradation == "mix":
+            lr = torch.cat([degrade_mix(t[None], torch.Generator().manual_seed(i)) for i, t in enumerate(lr)])
+        return lr, torch.stack(hrs).contiguous(), from_training
 
     def state(self) -> dict:
         return {"gen": self.gen.get_state(), "picked": self.picked.clone()}

@@ -29,9 +29,17 @@ def _write(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
         else:  # .pth: a plain state dict (what spandrel reads), the metadata beside it under its own key
             torch.save(tensors, tmp)
             path.with_suffix(path.suffix + ".json").write_text(json.dumps(metadata, indent=2))
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors 0.8 writes 0600: give what any new file gets
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_upscaler(state: dict, path, metadata: dict | None = None, overwrite: bool = False) -> Path:

@@ -65,13 +65,14 @@ def finetune_upscaler(base_path, hr_dir, out, prior=None, settings: SRSettings |
         weight_prior = load_prior(s.quality_weight_prior, device=device)
     sampler = PairSampler(samples, base.scale, s.crop, s.batch, selection=s.selection, temperature=s.temperature,
                           degradation=s.degradation, prior=prior, seed=s.seed, weight_prior=weight_prior,
-                          weight_floor=s.quality_floor)
+                          weight_floor=s.quality_floor, holdout=s.holdout if s.judge_names() else 0)
     if sampler.skipped:
         log(f"note: {len(sampler.skipped)} photo(s) smaller than one {s.crop * base.scale}-pixel crop are not used: "
             f"{', '.join(sampler.skipped[:5])}{' ...' if len(sampler.skipped) > 5 else ''}")
     log(f"fine-tuning {describe(base)} ({'LoRA rank %d' % s.rank if s.train == 'lora' else 'all weights'}) on "
         f"{len(sampler.samples)} photo(s), {s.steps} steps of {s.batch} x {s.crop}-pixel LR crops"
-        + (f", prior {prior.name} x {s.iqa_weight:g}" if prior is not None and s.iqa_weight else ""))
+        + (f", prior {prior.name} ({_iqa(s)})" if prior is not None and s.iqa_on else "")
+        + (f"; {len(sampler.held)} photo(s) held out for the judges" if sampler.held else ""))
     res = finetune(base, sampler, prior, s, checkpoint=ckpt, resume=resume, callback=callback, device=device,
                    base_hash=base_hash)
     meta = {**res.record, "tool": "iqa-map sr-finetune", "base_file": Path(base_path).name, "base_sha256": base_hash,
@@ -88,6 +89,10 @@ def finetune_upscaler(base_path, hr_dir, out, prior=None, settings: SRSettings |
                        meta, overwrite=force)
     ckpt.unlink(missing_ok=True)
     return FinetuneOutput(model_path, lp, ckpt, res, meta)
+
+
+def _iqa(s: SRSettings) -> str:
+    return f"balanced, ratio {s.iqa_ratio:g}" if s.balance else f"weight {s.iqa_weight:g}"
 
 
 __all__ = ["FinetuneOutput", "finetune_upscaler", "output_paths", "upscale"]
