@@ -124,6 +124,11 @@ def check(record) -> None:
 
 INVERT, ASCENT = "IQAMAP_DDIMInvert", "IQAMAP_LatentMAPAscent"
 
+#: Few-step / distilled models (Flux schnell, LCM, SDXL Turbo/Lightning) at their own step count: the default
+#: momentum step (lr 2) overshoots there (the prior rises, the objective falls and the ascent keeps iteration 0);
+#: lr 0.02 climbs on the tiny AuraFlow and Flux schnell (docs/models_comfyui.md, Few-step preset).
+FEW_STEP = dict(steps=4, strength=1.0, iterations=20, optimizer="momentum", lr=0.02)
+
 
 @dataclasses.dataclass
 class MapSettings:
@@ -146,7 +151,9 @@ class MapSettings:
     optimizer: str = option("momentum", "momentum: the public recipe's clipped update, for calibrated 0-100 "
                             "priors; adam: scale-free, for uncalibrated priors", "optimiser", choices=OPTIMISERS,
                             node=(ASCENT, "optimizer"))
-    lr: Optional[float] = option(None, "learning rate; steps are taken in the unit-scale (vp) latent", "optimiser",
+    lr: Optional[float] = option(None, "learning rate; steps are taken in the unit-scale (vp) latent; few-step "
+                                 f"models (LCM, Turbo, Flux schnell) need a smaller one: the few-step preset's "
+                                 f"{FEW_STEP['lr']:g} at {FEW_STEP['steps']} steps", "optimiser",
                                  range=(0.0, 100.0), step=0.0005, cli="--lr", node=(ASCENT, "learning_rate"),
                                  unset=0.0, unset_help="the optimiser's own: " + ", ".join(
                                      f"{o} {default_lr(o):g}" for o in OPTIMISERS))
@@ -245,17 +252,18 @@ class TileSettings:
 #: ``default``: the defaults (full inversion, 20 steps, 20 momentum iterations): the recipe's gain with a sixth
 #: of its evaluations; ``fast``: a quick CPU regime (partial inversion, 4 steps, 8 Adam iterations), about 10 times
 #: quicker (``make demo`` runs it); ``recipe``: the public recipe (full inversion, 50 steps, 50 momentum iterations);
-#: ``few-step``: 4 steps of full inversion for step-distilled flow models (Flux.1 schnell is trained for 1-4 steps),
-#: a fifth of the default's evaluations (docs/models.md).
+#: ``few-step``: :data:`FEW_STEP`, full inversion at the length step-distilled models are trained for (Flux.1
+#: schnell: 1-4 steps), a fifth of the default's evaluations (docs/models.md), with a smaller step.
 PRESETS = {"default": {},
            "fast": dict(steps=4, strength=0.35, iterations=8, optimizer="adam"),
            "recipe": dict(steps=50, strength=1.0, iterations=50, optimizer="momentum"),
-           "few-step": dict(steps=4, strength=1.0)}
+           "few-step": FEW_STEP}
 PRESET_HELP = {"default": "full inversion, 20 steps, 20 momentum iterations",
                "fast": "4 steps at strength 0.35, 8 Adam iterations: about 10 times quicker, for CPUs",
                "recipe": "the public recipe: 50 steps, 50 iterations",
-               "few-step": "4 steps of full inversion, for step-distilled models such as Flux.1 schnell: a fifth of "
-                           "the default's evaluations"}
+               "few-step": f"for step-distilled models (Flux.1 schnell, LCM, Turbo): {FEW_STEP['steps']} steps of "
+                           f"full inversion, a fifth of the default's evaluations, learning rate {FEW_STEP['lr']:g} "
+                           "(the default step overshoots there)"}
 
 
 def preset(name: str = "default", **overrides) -> MapSettings:

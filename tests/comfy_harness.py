@@ -56,8 +56,8 @@ def run_script(script: str, *args, timeout=600) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env, cwd=str(comfyui_path()))
 
 
-def build_models(models: Path) -> None:
-    out = run_script("build_tiny_models.py", models)
+def build_models(models: Path, script: str = "build_tiny_models.py") -> None:
+    out = run_script(script, models)
     if out.returncode != 0:
         raise RuntimeError(f"building the tiny models failed:\n{out.stdout}\n{out.stderr[-4000:]}")
 
@@ -188,10 +188,30 @@ SMALL = {
 }
 
 
+#: The flow-matching workflows' files -> the random-weight stand-ins tests/comfy_scripts/build_flow_models.py writes.
+FLOW_FILES = {"UNETLoader": {"unet_name": "tiny_flux_dev.safetensors"},
+              "VAELoader": {"vae_name": "tiny_flux_ae.safetensors"}}
+
+
+def uses_flow_models(prompt: dict) -> bool:
+    return any(n["class_type"] in ("UNETLoader", "DualCLIPLoader", "VAELoader")
+               or "sd3" in str(n["inputs"].get("ckpt_name", "")).lower() for n in prompt.values())
+
+
 def small(prompt: dict) -> dict:
-    """An API-format prompt with :data:`SMALL` applied."""
+    """An API-format prompt with :data:`SMALL` applied, its flow-matching files replaced by the tiny ones.
+
+    DualCLIPLoader (CLIP-L + T5-XXL for Flux) becomes a CLIPLoader of one CLIP-L: T5-XXL's size is fixed by
+    ComfyUI's config (4.7B parameters at random), and the tiny Flux takes CLIP-L's 768-d text features."""
     for node in prompt.values():
+        sd3 = "sd3" in str(node["inputs"].get("ckpt_name", "")).lower()
         node["inputs"].update(SMALL.get(node["class_type"], {}))
+        node["inputs"].update(FLOW_FILES.get(node["class_type"], {}))
+        if sd3:
+            node["inputs"]["ckpt_name"] = "tiny_sd3.safetensors"
+        if node["class_type"] == "DualCLIPLoader":
+            node.update(class_type="CLIPLoader", inputs={"clip_name": "tiny_clip_l.safetensors",
+                                                         "type": "stable_diffusion"})
     return prompt
 
 

@@ -11,7 +11,8 @@ WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 #: Core ComfyUI nodes the workflows may use (the integration tests check them against a real /object_info).
 CORE_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "ImageScale", "ImageScaleBy", "VAEEncode",
               "VAEDecode", "SaveImage", "PreviewImage", "UpscaleModelLoader", "ImageUpscaleWithModel", "KSampler",
-              "DifferentialDiffusion", "SetLatentNoiseMask"}
+              "DifferentialDiffusion", "SetLatentNoiseMask", "UNETLoader", "DualCLIPLoader", "VAELoader",
+              "FluxGuidance"}
 
 
 def _generator():

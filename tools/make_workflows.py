@@ -34,6 +34,11 @@ CORE = {
     # its optional 'strength' (newer ComfyUI) keeps its default 1
     "DifferentialDiffusion": ([("model", "MODEL")], [], [("MODEL", "MODEL")]),
     "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [], [("LATENT", "LATENT")]),
+    # Flux.1's separate files (ComfyUI's own Flux example); 'device' is DualCLIPLoader's optional (advanced) widget
+    "UNETLoader": ([], ["unet_name", "weight_dtype"], [("MODEL", "MODEL")]),
+    "DualCLIPLoader": ([], ["clip_name1", "clip_name2", "type", "device"], [("CLIP", "CLIP")]),
+    "VAELoader": ([], ["vae_name"], [("VAE", "VAE")]),
+    "FluxGuidance": ([("conditioning", "CONDITIONING")], ["guidance"], [("CONDITIONING", "CONDITIONING")]),
 }
 
 
@@ -355,6 +360,49 @@ def sd15_regional_map() -> Graph:
     return g
 
 
+def flux_dev() -> Graph:
+    g = Graph("Flux.1 dev: enhancement with a flow-matching model",
+              "Flux.1 from its separate files (diffusion model, CLIP-L + T5-XXL, the 16-channel VAE) as in "
+              "ComfyUI's own Flux example; Flux Guidance sets the distilled guidance. DDIM Invert runs EDICT on the "
+              "flow ODE (exact), the ascent climbs the built-in prior. Needs a GPU; see docs/models_comfyui.md.")
+    photo = _photo(g)
+    unet = g.add("UNETLoader", 1, 0, unet_name="flux1-dev.safetensors", weight_dtype="default")
+    clip = g.add("DualCLIPLoader", 1, 1, clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors",
+                 type="flux", device="default")
+    vae = g.add("VAELoader", 1, 2.5, vae_name="ae.safetensors")
+    text = g.add("CLIPTextEncode", 1, 3.5, title="Prompt (empty is fine)", text="a high quality photo")
+    g.link(clip, "CLIP", text, "clip")
+    guide = g.add("FluxGuidance", 1, 5, guidance=3.5)
+    g.link(text, "CONDITIONING", guide, "conditioning")
+    enc = g.add("VAEEncode", 1, 6)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(vae, "VAE", enc, "vae")
+    inv = _invert(g, unet, "MODEL", enc, positive=guide, col=2)
+    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    asc = _ascend(g, unet, "MODEL", vae, "VAE", prior, inv, 3, 0)
+    _finish(g, asc, vae, "VAE", 4, 0, "iqa_map_flux", prior)
+    return g
+
+
+def sd35() -> Graph:
+    g = Graph("SD 3.5: enhancement with a flow-matching checkpoint",
+              "An SD 3 / 3.5 checkpoint that carries its text encoders, through Load Checkpoint: the same DDIM "
+              "Invert (EDICT on the flow ODE, exact) and MAP ascent as for SD 1.5. A checkpoint without text "
+              "encoders needs Load Triple CLIP for the prompt. Needs a GPU; see docs/models_comfyui.md.")
+    photo = _photo(g)
+    ckpt = g.add("CheckpointLoaderSimple", 1, 0, ckpt_name="sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors")
+    text = g.add("CLIPTextEncode", 1, 2, title="Prompt (empty is fine)", text="a high quality photo")
+    g.link(ckpt, "CLIP", text, "clip")
+    enc = g.add("VAEEncode", 1, 4)
+    g.link(photo, "IMAGE", enc, "pixels")
+    g.link(ckpt, "VAE", enc, "vae")
+    inv = _invert(g, ckpt, "MODEL", enc, positive=text, col=2)
+    prior = g.add("IQAMAP_LoadIQAPrior", 2, 3, name="builtin")
+    asc = _ascend(g, ckpt, "MODEL", ckpt, "VAE", prior, inv, 3, 0)
+    _finish(g, asc, ckpt, "VAE", 4, 0, "iqa_map_sd35", prior)
+    return g
+
+
 WORKFLOWS = {
     "iqa_map_cpu_builtin": cpu_builtin,
     "iqa_map_sd15_basic": sd15_basic,
@@ -365,6 +413,8 @@ WORKFLOWS = {
     "iqa_map_finetune_upscaler": finetune_upscaler,
     "iqa_map_sd15_regional_img2img": sd15_regional_img2img,
     "iqa_map_sd15_regional_map": sd15_regional_map,
+    "iqa_map_flux1_dev": flux_dev,
+    "iqa_map_sd35": sd35,
 }
 
 

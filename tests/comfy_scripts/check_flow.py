@@ -301,6 +301,21 @@ def check(name, model, vae, pos, img, prior, steps=4):
     return r
 
 
+def few_step(model, vae, pos, img, prior, iterations=2):
+    """The ascent at the default step and at the few-step preset's (core.settings.FEW_STEP: its steps and learning
+    rate), from one inversion at the preset's step count: the objectives of each."""
+    from iqa_map.core.settings import FEW_STEP
+    lat, = core_nodes.VAEEncode().encode(vae, img)
+    inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=FEW_STEP["steps"],
+                                          strength=FEW_STEP["strength"], positive=pos)
+    r = {}
+    for name, lr in (("default", 0.0), ("preset", FEW_STEP["lr"])):
+        _, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=iterations,
+                                                      learning_rate=lr, optimizer=FEW_STEP["optimizer"])
+        r[name] = [e["objective"] for e in json.loads(hist)["history"]]
+    return r
+
+
 def _rope_functions():
     import comfy.ldm.flux.math as fm
     return [getattr(m, n) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("comfy.")
@@ -318,6 +333,10 @@ def main():
             if name.startswith("memory:"):
                 model, vae, pos = BUILD[name.split(":", 1)[1]]()
                 out[name] = memory(model, vae, pos, img)
+                continue
+            if name.startswith("fewstep:"):
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                out[name] = few_step(model, vae, pos, img, prior)
                 continue
             model, vae, pos = BUILD[name]()
             out[name] = check(name, model, vae, pos, img, prior)
