@@ -22,6 +22,7 @@ from .loop import Report, named_scores
 from .metrics import psnr, ssim
 from ._grad import usable
 from .models.codec import PixelCodec
+from .oom import halving_retry
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
@@ -161,8 +162,18 @@ def ascend_tiled(
     box and report; ``history`` is every tile's history, each entry tagged with
     its ``tile``; PSNR and SSIM are of the whole blended image, and so are the
     scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
-    beyond which they are the area-weighted mean over the tiles ("tiles").
+    beyond which they are the area-weighted mean over the tiles ("tiles"). Out of memory, the run starts
+    again with tiles half as large (:func:`.oom.halving_retry`; an image in one tile is then split).
     """
+    first = min(tile, max(image.shape[-2:]))
+    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=t,
+                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
+                                                 monitors=monitors, weight_map=weight_map, cond=cond,
+                                                 callback=callback, **overrides), first, what="MAP ascent")
+
+
+def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, monitors, weight_map, cond, callback,
+                  **overrides) -> MapResult:
     s = dataclasses.replace(settings or MapSettings(), **overrides)
     s.validate()
     check_image(image)
