@@ -23,6 +23,7 @@ from .metrics import psnr, ssim
 from ._grad import usable
 from .models.codec import PixelCodec
 from .oom import halving_retry
+from .precision import wide_dtype
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
@@ -105,14 +106,14 @@ class Grid:
         their sum: where neighbours agree the result is their value exactly, where they differ it fades
         over the overlap instead of jumping."""
         first = patches[0]
-        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=torch.float64,
-                          device=first.device)
-        wsum = torch.zeros(1, 1, self.height, self.width, dtype=torch.float64, device=first.device)
+        dt = wide_dtype(first.device, "tile blending")  # float32 on MPS
+        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=dt, device=first.device)
+        wsum = torch.zeros(1, 1, self.height, self.width, dtype=dt, device=first.device)
         for (y, x, th, tw), patch in zip(self.boxes(), patches, strict=True):
             wy = ramp(th, self.overlap, y == 0, y + th >= self.height)
             wx = ramp(tw, self.overlap, x == 0, x + tw >= self.width)
-            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device)
-            acc[..., y:y + th, x:x + tw] += wt * patch.double()
+            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device, dt)
+            acc[..., y:y + th, x:x + tw] += wt * patch.to(dt)
             wsum[..., y:y + th, x:x + tw] += wt
         return (acc / wsum).to(first.dtype)
 

@@ -52,11 +52,19 @@ def manage(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     device = torch.device(device)
     if mm is None or device.type == "cpu" or not any(True for _ in module.state_dict()):
         return module.to(device)
-    module.to(mm.unet_offload_device())
-    patcher = mp.ModelPatcher(Held(module), load_device=device, offload_device=mm.unet_offload_device())
-    module.__dict__[_ATTR] = patcher  # not a submodule: the patcher is no nn.Module and must not be saved
+    register(module, device)
     ready(module)
     return module
+
+
+def register(module: torch.nn.Module, device: torch.device):
+    """Wrap ``module`` in a ModelPatcher for ``device`` (any device: the CPU-only integration test registers
+    one for the CPU to run ComfyUI's real bookkeeping) and keep it on the module; returns the patcher."""
+    mm, mp = _comfy()
+    module.to(mm.unet_offload_device())
+    patcher = mp.ModelPatcher(Held(module), load_device=torch.device(device), offload_device=mm.unet_offload_device())
+    module.__dict__[_ATTR] = patcher  # not a submodule: the patcher is no nn.Module and must not be saved
+    return patcher
 
 
 def patchers(*objs) -> list:

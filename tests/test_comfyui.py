@@ -359,3 +359,13 @@ def test_flow_gradient_memory_does_not_grow_with_steps():
     r = _flow("memory:flux_dev")["memory:flux_dev"]
     assert r["reversible_50"] == r["reversible_5"], r
     assert r["autograd_50"] > 5 * r["autograd_5"], r
+
+
+def test_priors_go_through_comfy_model_management(tmp_path):
+    """A prior as ComfyUI's ModelPatcher: loaded by load_models_gpu, unloadable by ComfyUI and loaded again by
+    the next node that uses it, and loaded together with the checkpoint and its VAE in the ascent."""
+    r = _in_process(tmp_path, "check_memory.py")
+    assert r["patcher_of_prior"] and r["size_mb"] > 0
+    assert r["loaded_after_ready"] and r["unloaded"] and r["reloaded_by_node"] and r["same_score"]
+    assert r["loaded_with_checkpoint"] and r["prior_loaded_after_ascent"]
+    assert len(r["ascent_scores"]) == 2 and all(s == s for s in r["ascent_scores"])
