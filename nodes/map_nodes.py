@@ -80,6 +80,7 @@ class DDIMInvert(Node):
         z = _samples(latent)
         if _check_model(model) == "core":
             den = model.denoiser
+            memory.ready(den.network)
             with torch.inference_mode(False):
                 inv = M.invert(den, z.to(den.device), steps, strength, mix=mix, method=method)
             return (InversionState(inv, model),)
@@ -169,6 +170,7 @@ class LatentMAPAscent(Node):
         if kind == "core":
             if not isinstance(vae, PassthroughVAE):
                 raise ValueError("a pixel MODEL needs the pass-through VAE from Load Built-in Prior Model")
+            memory.ready(model.denoiser.network, prior, *monitors)  # one call: room for all of them at once
             with torch.inference_mode(False):
                 res = run(model.denoiser, vae.codec)
             out = res.latent.float()

@@ -183,3 +183,28 @@ def test_sampler_gets_the_priors_and_vae_as_additional_models(mm, monkeypatch):
         C.run_in_comfy_sampler(base, torch.zeros(1, 4, 8, 8), torch.tensor([1.0, 0.0]), None, positive=[],
                                extra_models=extra)
     assert seen["model"].parent is base and seen["model"].extra == {"iqa_map": extra} and base.extra == {}
+
+
+def test_pixel_models_are_managed_and_loaded_by_invert_and_ascent(mm, monkeypatch):
+    """Load Built-in Prior Model's network is a ModelPatcher too; DDIM Invert and Latent MAP Ascent load it
+    (the ascent with its prior, in one call)."""
+    from iqa_map.nodes.types import InversionState
+
+    with torch.inference_mode():
+        model, vae = NODES["IQAMAP_LoadBuiltinPriorModel"].execute("auto")
+        (prior,) = NODES["IQAMAP_LoadIQAPrior"].execute("cnniqa-builtin", device="auto")
+    (pm,), (pp,) = memory.patchers(model.denoiser.network), memory.patchers(prior)
+    assert pm.model.net is model.denoiser.network and pm.load_device == torch.device("cuda", 0)
+    mm.calls.clear()
+    seen = {}
+    from iqa_map.core import map as M
+    monkeypatch.setattr(M, "invert", lambda *a, **k: seen.setdefault("invert", types.SimpleNamespace(
+        latent=torch.zeros(1, 3, 16, 16))))
+    monkeypatch.setattr(M, "ascend_inversion", lambda *a, **k: (_ for _ in ()).throw(KeyError("stop")))
+    with torch.inference_mode():
+        (inv,) = NODES["IQAMAP_DDIMInvert"].execute(model, {"samples": torch.rand(1, 3, 16, 16)})
+        with pytest.raises(KeyError):
+            NODES["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv)
+    assert isinstance(inv, InversionState) and inv.inversion is seen["invert"]
+    loads = [c[1] for c in mm.named("load_models_gpu")]
+    assert loads[0] == [pm] and [pm, pp] in loads, loads
