@@ -208,3 +208,14 @@ def test_pixel_models_are_managed_and_loaded_by_invert_and_ascent(mm, monkeypatc
     assert isinstance(inv, InversionState) and inv.inversion is seen["invert"]
     loads = [c[1] for c in mm.named("load_models_gpu")]
     assert loads[0] == [pm] and [pm, pp] in loads, loads
+
+
+def test_complete_moves_what_a_partial_load_left_behind(mm):
+    """After a low-VRAM (partial) load with the sampler's model, a prior's leftover weights join the rest
+    ('meta' stands for the GPU here: any device other than the CPU the weights are on)."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    p = memory.register(net, torch.device("meta"))
+    net[0].to("meta")  # partly loaded
+    memory.complete([p])
+    assert all(t.device.type == "meta" for t in net.parameters())
+    memory.complete([p])  # all there: nothing to do
