@@ -38,7 +38,8 @@ def median_s(fn, repeat: int, warm: int = 2) -> float:
     return statistics.median(times)
 
 
-def per_call(size, repeat: int) -> list:
+def per_call(size, repeat: int, rounds: int = 3, compile_: bool = True) -> list:
+    """Median seconds per call of each variant; variants built first, then timed in interleaved rounds."""
     from iqa_map.core import priors
     from iqa_map.core.models import load_builtin
 
@@ -46,43 +47,45 @@ def per_call(size, repeat: int) -> list:
     x = torch.randn(1, 3, h, w, dtype=torch.float64)
     img = torch.rand(1, 3, h, w)
     g = torch.randn_like(x)
-    rows = []
 
-    def den_calls(den):
-        with torch.no_grad():
-            fwd = median_s(lambda: den.eps(x, 0.5), repeat)
-        return {"eps_s": fwd, "eps_vjp_s": median_s(lambda: den.eps_and_vjp(x, 0.5, None, g), repeat)}
+    def prior_grad(prior):
+        leaf = img.detach().requires_grad_(True)
+        torch.autograd.grad(prior.calibrated(leaf).sum(), leaf)
 
-    def prior_call(prior):
-        def run():
-            leaf = img.detach().requires_grad_(True)
-            torch.autograd.grad(prior.calibrated(leaf).sum(), leaf)
-        return {"prior_with_grad_s": median_s(run, repeat)}
-
-    for variant in ("eager", "channels-last", "compile"):
+    variants = {}
+    for name in ("eager", "channels-last", "compile") if compile_ else ("eager", "channels-last"):
         den, prior = load_builtin(), priors.load("builtin")
-        r = {"variant": variant}
-        if variant == "channels-last":
+        info = {"variant": name}
+        if name == "channels-last":
             den.net.to(memory_format=torch.channels_last)
-        if variant == "compile":
-            try:  # the first calls compile (forward and backward); their time is the start-up cost
+        if name == "compile":
+            try:  # the first calls compile (forward and backward): their time is the start-up cost
                 den.net = den.network = torch.compile(den.net, dynamic=False)
                 t = time.perf_counter()
-                den.eps(x, 0.5)
+                with torch.no_grad():
+                    den.eps(x, 0.5)
                 den.eps_and_vjp(x, 0.5, None, g)
-                r["compile_model_s"] = time.perf_counter() - t
+                info["compile_model_s"] = time.perf_counter() - t
                 prior._native = torch.compile(prior._native, dynamic=False)
                 t = time.perf_counter()
-                leaf = img.detach().requires_grad_(True)
-                torch.autograd.grad(prior.calibrated(leaf).sum(), leaf)
-                r["compile_prior_s"] = time.perf_counter() - t
+                prior_grad(prior)
+                info["compile_prior_s"] = time.perf_counter() - t
             except Exception as e:  # noqa: BLE001 - record and go on: compile support varies
-                r["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-        if "error" not in r:
-            r.update(den_calls(den))
-            r.update(prior_call(prior))
-        rows.append(r)
-        print(json.dumps(r), file=sys.stderr, flush=True)
+                info["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(json.dumps(info), file=sys.stderr, flush=True)
+        variants[name] = (den, prior, info, {"eps": [], "eps_vjp": [], "prior_grad": []})
+    for _ in range(rounds):
+        for name, (den, prior, info, t) in variants.items():
+            if "error" in info:
+                continue
+            with torch.no_grad():
+                t["eps"].append(median_s(lambda: den.eps(x, 0.5), repeat, warm=1))
+            t["eps_vjp"].append(median_s(lambda: den.eps_and_vjp(x, 0.5, None, g), repeat, warm=1))
+            t["prior_grad"].append(median_s(lambda: prior_grad(prior), repeat, warm=1))
+    rows = []
+    for name, (_, _, info, t) in variants.items():
+        rows.append({**info, **{f"{k}_s": statistics.median(v) for k, v in t.items() if v}})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -129,12 +132,13 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="fast,default", help="presets of the whole-run comparison ('' to skip)")
     ap.add_argument("--rounds", type=int, default=1, help="before/after pairs per preset")
     ap.add_argument("--skip-calls", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the per-call part")
     ap.add_argument("--out", default=str(REPO / "out" / "bench" / "cpu.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     size = tuple(int(v) for v in args.size.split("x"))
     res = {"size": size, "threads": args.threads, "torch": torch.__version__}
-    res["per_call"] = [] if args.skip_calls else per_call(size, args.repeat)
+    res["per_call"] = [] if args.skip_calls else per_call(size, args.repeat, compile_=not args.no_compile)
     presets = [p for p in args.runs.split(",") if p]
     res["whole_runs"] = whole_runs(size, presets, args.rounds) if presets else []
     out = Path(args.out)

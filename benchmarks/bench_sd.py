@@ -198,7 +198,7 @@ def main(argv=None) -> None:
         one_run(model, img, prior, MapSettings(steps=2, iterations=1), args.device, f"{label} warm-up")
         row = {"dtype": name, "variant": variant, "seconds_load": load_s, "weights_bytes": weights,
                **one_run(model, img, prior, settings, args.device, label)}
-        graphs = model.denoiser.graphs
+        graphs = model.denoiser.accel
         row["cuda_graphs"] = None if graphs is None else {"replays": graphs.replays, "failed": graphs.failed}
         row["components"] = components(model, img, prior, settings, args.device)
         row["memory_by_steps"] = {}

@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         row("eager" + suffix, from_diffusers(unet, sd_scheduler()))
         if dev == "cuda":
             den = from_diffusers(unet, sd_scheduler()).use_cuda_graphs()
-            row("graphs" + suffix, den, graph_failed=den.graphs.failed)
+            row("graphs" + suffix, den, graph_failed=den.accel.failed)
     unet.to(memory_format=torch.contiguous_format)
     if args.compile:
         for mode in ("reduce-overhead", "default"):

@@ -96,7 +96,8 @@ def cmd_enhance(args) -> int:
     from .workers import EnhanceWorker, settings_dicts
 
     settings_d, tiles_d = settings_dicts(settings, tiles)
-    kwargs = dict(model=args.model, dtype=args.dtype, cuda_graphs=args.cuda_graphs, prompt=args.prompt,
+    kwargs = dict(model=args.model, dtype=args.dtype, cuda_graphs=args.cuda_graphs, compile=args.compile,
+                  prompt=args.prompt,
                   model_config=args.model_config,
                   prior=args.prior or ["builtin"], fusion=args.fusion, monitors=args.monitor,
                   weights_dir=args.weights_dir, device=args.device, settings=settings_d, tiles=tiles_d, out=str(out),
@@ -130,7 +131,7 @@ def _load_model(args):
     from ..core.models.loading import DTYPES, load_model
 
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype], config=args.model_config,
-                      prompt=args.prompt, cuda_graphs=args.cuda_graphs)
+                      prompt=args.prompt, cuda_graphs=args.cuda_graphs, compile=args.compile)
 
 
 def _readable(files) -> tuple[list, int]:
@@ -421,7 +422,7 @@ def _compare_dataset(args, settings, tiles) -> int:
         settings_d, tiles_d = settings_dicts(settings, tiles)
         kwargs = dict(priors=list(args.prior), weights_dir=args.weights_dir, device=args.device,
                       threads=args.threads_per_worker, model=args.model, dtype=args.dtype,
-                      cuda_graphs=args.cuda_graphs, prompt=args.prompt,
+                      cuda_graphs=args.cuda_graphs, compile=args.compile, prompt=args.prompt,
                       model_config=args.model_config, settings=settings_d, tiles=tiles_d, out=str(out),
                       protect=[str(f) for f in files])
         for (path, a), row in tqdm(batch.run(CompareWorker, kwargs, tasks, **_ray_options(args)), total=len(tasks),
@@ -583,19 +584,23 @@ def parser() -> argparse.ArgumentParser:
 
     def map_options(p, groups=None):
         """The model, the preset and the settings generated from their metadata (core/settings.py)."""
-        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | <diffusers SD 1.x/2.x folder> | "
-                       "<single-file SD checkpoint> (default builtin)")
+        p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | "
+                       "<diffusers SD 1.x/2.x, Flux.1 or SD3 folder> | <single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",
                        help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
                             "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
-        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion models "
-                       "(default: empty, unconditional; guidance stays 1, where the inversion is exact)")
+        p.add_argument("--prompt", default="", help="text describing the photo, for Stable Diffusion, Flux and SD3 "
+                       "models (default: empty, unconditional; guidance stays 1, where the inversion is exact)")
         p.add_argument("--dtype", default="fp32", choices=list(DTYPES),
                        help="precision of the diffusion model's network (the sampler's state stays float64): "
                             "fp16 halves a Stable Diffusion model's GPU memory (default %(default)s)")
         p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                        help="on a CUDA device, replay the network's evaluations from CUDA graphs: about 3x faster "
                             "for Stable Diffusion at batch 1, same results, a little more GPU memory (default on)")
+        p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="evaluate the diffusion network through torch.compile: minutes of compiling per photo "
+                            "size, then faster evaluations (several times on a CPU); for folders of same-sized "
+                            "photos; falls back to plain evaluation where compiling fails (default off)")
         p.add_argument("--preset", default="default", choices=list(PRESETS),
                        help="starting settings, which options given explicitly override: " + "; ".join(
                            f"{k} ({v})" for k, v in PRESET_HELP.items()))

@@ -20,14 +20,14 @@ class EnhanceWorker:
 
     def __init__(self, *, model, dtype, prompt, model_config, prior, fusion, monitors, weights_dir, device,
                  settings: dict, tiles: dict, out: str, protect=(), threads=None, name_suffix="_enhanced",
-                 progress=False, cuda_graphs=True):
+                 progress=False, cuda_graphs=True, compile=False):
         from ..core import settings as S
         from ..core.models.loading import DTYPES, load_model
         from ..core.pipeline import load_prior
 
         _threads(threads)
         self.model = load_model(model, device=device, dtype=DTYPES[dtype], config=model_config, prompt=prompt,
-                                cuda_graphs=cuda_graphs)
+                                cuda_graphs=cuda_graphs, compile=compile)
         self.prior = load_prior(prior, fusion=fusion, weights_dir=weights_dir, device=device)
         self.monitors = [load_prior([m], weights_dir=weights_dir, device=device) for m in monitors]
         self.settings, self.tiles = S.MapSettings(**settings), S.TileSettings(**tiles)

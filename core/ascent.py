@@ -20,6 +20,7 @@ from ._grad import autograd_on, autograd_safe, usable
 from .inversion import CountingDenoiser, Inversion, invert
 from .loop import Report, optimise
 from .models.base import Denoiser
+from .models.checkpointing import checkpoint_blocks, checkpoint_codec, use_checkpointing
 from .models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .padding import pad_to_multiple
@@ -192,10 +193,13 @@ def ascend_inversion(
                     z = params[0].detach().requires_grad_(True)
                     return _lazy_grad(decoded_objective(ddim.sample(den, z, sigmas, cond=cond)), [z])
             start = [usable(inversion.pair[0]).detach()]
-        # The optimiser steps in ``units``; the sampler always sees the VE pair.
-        scale = vp_scale(sigmas[0]) if s.units == "vp" else 1.0
-        result = optimise([p * scale for p in start], _in_units(evaluate, scale), seen, prior, monitors, s,
-                           callback, ref, size)
+        # The optimiser steps in ``units``; the sampler always sees its own state (VE; a flow model's x_t,
+        # which says itself how it reaches unit scale).
+        scale = getattr(den.inner, "unit_scale", vp_scale)(float(sigmas[0])) if s.units == "vp" else 1.0
+        ckpt = use_checkpointing(s.checkpointing, den.network)
+        with checkpoint_blocks(den.network, ckpt), checkpoint_codec(codec, ckpt):
+            result = optimise([p * scale for p in start], _in_units(evaluate, scale), seen, prior, monitors, s,
+                              callback, ref, size)
         result["params"] = [p / scale for p in result["params"]]
     report = result["report"]
     report.settings = {**_settings_record(s, lam, prior, monitors, type(den.inner).__name__),

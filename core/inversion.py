@@ -9,6 +9,7 @@ import torch
 from . import ddim, edict
 from ._grad import usable
 from .models.base import Denoiser
+from .models.flow import schedule_for
 from .precision import wide_dtype
 from .settings import MapSettings
 
@@ -39,12 +40,14 @@ class CountingDenoiser(Denoiser):
     def __init__(self, inner: Denoiser):
         self.inner, self.count, self.network = inner, 0, inner.network
         self.sigma_min, self.sigma_max = inner.sigma_min, inner.sigma_max
+        self.shape_dependent_schedule = getattr(inner, "shape_dependent_schedule", False)
 
     def denoise(self, x, sigma, cond=None):
         self.count += 1
         return self.inner.denoise(x, sigma, cond)
 
-    # The inner denoiser's own eps and VJP (its CUDA graphs, if on), counted once per network evaluation.
+    # The inner denoiser's own eps and VJP (a flow model's velocity as is; CUDA graphs if on), counted once per
+    # network evaluation.
     def eps(self, x, sigma, cond=None):
         self.count += 1
         return self.inner.eps(x, sigma, cond)
@@ -53,8 +56,8 @@ class CountingDenoiser(Denoiser):
         self.count += 1
         return self.inner.eps_and_vjp(x, sigma, cond, g)
 
-    def sigmas(self, steps, strength=1.0):
-        return self.inner.sigmas(steps, strength)
+    def sigmas(self, steps, strength=1.0, **kw):
+        return self.inner.sigmas(steps, strength, **kw)
 
 
 def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.steps,
@@ -69,7 +72,8 @@ def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.st
         raise ValueError(f"unknown inversion method {method!r}; choose from {INVERSION_METHODS}")
     with torch.inference_mode(False):
         latent = usable(latent).detach()
-        sigmas = denoiser.sigmas(steps, strength) if sigmas is None else sigmas.detach().to(torch.float64).cpu()
+        sigmas = (schedule_for(denoiser, latent, steps, strength) if sigmas is None
+                  else sigmas.detach().to(torch.float64).cpu())
         state = wide_dtype(latent.device, f"{method.upper()} inversion")  # float32 on MPS, with a warning
         if method == "edict":
             pair = edict.invert(denoiser, latent, sigmas, mix=mix, cond=cond, state_dtype=state)

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 
 from .objective import DEFAULT_WEIGHT
 from .optim import LR_SCHEDULES, OPTIMISERS, default_lr
+from .models.checkpointing import MODES as CHECKPOINTING
 from .qmap import WEIGHT_NORMALISATIONS
 
 HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
@@ -135,6 +136,11 @@ class MapSettings:
                              node=(INVERT, "strength"))
     mix: float = option(0.93, "EDICT mixing coefficient p (the paper's 0.93)", "inversion", range=(0.5, 0.999),
                         step=0.001, advanced=True, node=(INVERT, "mix"))
+    checkpointing: str = option("auto", "recompute each transformer block's activations in the backward pass "
+                                "instead of keeping them: far less memory for about 30 % more time per gradient; "
+                                "auto: on for networks of 1e9 parameters or more (DiTs such as Flux and SD3.5)",
+                                "inversion", choices=CHECKPOINTING, advanced=True,
+                                why="auto decides from the model's size")
     # -- optimiser
     iterations: int = option(20, "gradient steps", "optimiser", range=(0, 1000), node=(ASCENT, "iterations"))
     optimizer: str = option("momentum", "momentum: the public recipe's clipped update, for calibrated 0-100 "
@@ -238,13 +244,18 @@ class TileSettings:
 #: Named starting points for MapSettings (explicit settings override them):
 #: ``default``: the defaults (full inversion, 20 steps, 20 momentum iterations): the recipe's gain with a sixth
 #: of its evaluations; ``fast``: a quick CPU regime (partial inversion, 4 steps, 8 Adam iterations), about 10 times
-#: quicker (``make demo`` runs it); ``recipe``: the public recipe (full inversion, 50 steps, 50 momentum iterations).
+#: quicker (``make demo`` runs it); ``recipe``: the public recipe (full inversion, 50 steps, 50 momentum iterations);
+#: ``few-step``: 4 steps of full inversion for step-distilled flow models (Flux.1 schnell is trained for 1-4 steps),
+#: a fifth of the default's evaluations (docs/models.md).
 PRESETS = {"default": {},
            "fast": dict(steps=4, strength=0.35, iterations=8, optimizer="adam"),
-           "recipe": dict(steps=50, strength=1.0, iterations=50, optimizer="momentum")}
+           "recipe": dict(steps=50, strength=1.0, iterations=50, optimizer="momentum"),
+           "few-step": dict(steps=4, strength=1.0)}
 PRESET_HELP = {"default": "full inversion, 20 steps, 20 momentum iterations",
                "fast": "4 steps at strength 0.35, 8 Adam iterations: about 10 times quicker, for CPUs",
-               "recipe": "the public recipe: 50 steps, 50 iterations"}
+               "recipe": "the public recipe: 50 steps, 50 iterations",
+               "few-step": "4 steps of full inversion, for step-distilled models such as Flux.1 schnell: a fifth of "
+                           "the default's evaluations"}
 
 
 def preset(name: str = "default", **overrides) -> MapSettings:

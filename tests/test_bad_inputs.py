@@ -192,18 +192,24 @@ def test_missing_pyiqa_weights_offline(offline, capsys):
     assert not folder.exists(), "a failed load must not create files"
 
 
-@pytest.mark.parametrize("kind", ["text-file", "flux-folder"])
+@pytest.mark.parametrize("kind", ["text-file", "video-folder", "incomplete-flux-folder"])
 def test_unsupported_model(tmp_path, capsys, kind):
     good = _photo(tmp_path / "good.png")
     if kind == "text-file":
         model = tmp_path / "model.txt"
         model.write_text("not a model")
         expect = ["is not a model file (a .txt file)", "--model takes 'builtin'"]
-    else:
+    elif kind == "video-folder":
+        model = tmp_path / "wan"
+        model.mkdir()
+        (model / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+        expect = ["is a WanPipeline pipeline", "Stable Diffusion 1.x/2.x, Flux.1 and SD3", "FluxPipeline",
+                  "use the ComfyUI nodes"]
+    else:  # a supported class whose components are missing
         model = tmp_path / "flux"
         model.mkdir()
         (model / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
-        expect = ["is a FluxPipeline pipeline", "Stable Diffusion 1.x/2.x", "use the ComfyUI nodes"]
+        expect = ["could not load the FluxPipeline", "offline"]
     code, _, err = _run(capsys, "enhance", good, "-o", tmp_path / "out", *FAST, "--model", model)
     line = _one_error(err)
     assert code == 2 and all(e in line for e in expect), line

@@ -60,11 +60,11 @@ def test_graphs_are_off_by_default_and_do_nothing_on_cpu():
     den, cond = _sd()
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     ref = den.eps(x, 3.0, cond)
-    assert den.graphs is None
+    assert den.accel is None
     den.use_cuda_graphs()
-    assert not den.graphs.usable(x)  # a CPU tensor: the eager path
+    assert not den.accel.usable(x)  # a CPU tensor: the eager path
     assert torch.equal(den.eps(x, 3.0, cond), ref)
-    assert den.use_cuda_graphs(False).graphs is None
+    assert den.use_cuda_graphs(False).accel is None
 
 
 def test_emulated_replay_equals_eager_and_returns_fresh_tensors(emulated):
@@ -81,11 +81,11 @@ def test_emulated_replay_equals_eager_and_returns_fresh_tensors(emulated):
     e3, v3 = den.eps_and_vjp(x, 3.0, cond, g)
     assert rel(e3, ref_e2) < 1e-12 and rel(v3, ref_v) < 1e-12
     # One entry (forward and VJP graph) for this signature; a new shape or a new cond captures again.
-    assert len(den.graphs.entries) == 1 and len(emulated) == 2
+    assert len(den.accel.entries) == 1 and len(emulated) == 2
     den.eps(torch.randn(2, 4, 8, 8, dtype=torch.float64), 3.0, cond)
     den.eps(x, 3.0, {k: v.clone() for k, v in cond.items()})
-    assert len(den.graphs.entries) == 3
-    assert den.graphs.replays == 5
+    assert len(den.accel.entries) == 3
+    assert den.accel.replays == 5
 
 
 def test_gradients_through_eps_never_use_a_graph(emulated):
@@ -95,7 +95,7 @@ def test_gradients_through_eps_never_use_a_graph(emulated):
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64, requires_grad=True)
     den.eps(x, 3.0, cond).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    assert den.graphs.replays == 0
+    assert den.accel.replays == 0
 
 
 def test_reversible_gradient_with_emulated_graphs_equals_autograd(emulated):
@@ -110,7 +110,7 @@ def test_reversible_gradient_with_emulated_graphs_equals_autograd(emulated):
     _, got = edict.value_and_grad(counting, pair, sig, loss, cond=cond, grad="reversible")
     assert rel(got[0], ref[0]) < 1e-5 and rel(got[1], ref[1]) < 1e-5
     assert counting.count == 4 * 4  # 2 evaluations per step forward, 2 VJPs per step back
-    assert den.graphs.replays == 16
+    assert den.accel.replays == 16
 
 
 def test_failed_capture_falls_back_to_eager_once(monkeypatch, caplog):
@@ -127,7 +127,7 @@ def test_failed_capture_falls_back_to_eager_once(monkeypatch, caplog):
     den.use_cuda_graphs()
     with caplog.at_level("WARNING", logger="iqa_map"):
         assert torch.equal(den.eps(x, 3.0, cond), ref)
-    assert "capture failed" in caplog.text and den.graphs.failed
+    assert "capture failed" in caplog.text and den.accel.failed
     assert torch.equal(den.eps(x, 3.0, cond), ref)  # stays eager, no second attempt
 
 
@@ -136,7 +136,7 @@ def test_cache_is_bounded(emulated):
     den.use_cuda_graphs()
     for n in range(cuda_graphs.MAX_ENTRIES + 2):
         den.eps(torch.randn(1, 3, 8 + 8 * n, 8, dtype=torch.float64), 1.0)
-    assert len(den.graphs.entries) == cuda_graphs.MAX_ENTRIES
+    assert len(den.accel.entries) == cuda_graphs.MAX_ENTRIES
 
 
 # -- on a GPU -------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_cuda_graph_replay_matches_eager(dtype):
     den.use_cuda_graphs()
     for _ in range(2):
         got = den.eps(x, 3.0, cond), *den.eps_and_vjp(x, 3.0, cond, g)
-    assert den.graphs.failed is None and den.graphs.replays == 4
+    assert den.accel.failed is None and den.accel.replays == 4
     # Not bit-identical: cuDNN may pick other (TF32) convolution kernels under capture than eagerly.
     # Measured on an H200: 1.9e-5 relative in float32.
     tol = 1e-4 if dtype == torch.float32 else 2e-3
@@ -178,3 +178,44 @@ def test_edict_exact_and_gradients_with_cuda_graphs():
     den.use_cuda_graphs(False)
     _, ref = edict.value_and_grad(den, pair, sig, loss, cond=cond, grad="autograd")
     assert rel(rev[0], ref[0]) < 1e-5 and rel(rev[1], ref[1]) < 1e-5
+
+
+# -- torch.compile (opt-in), through the same accelerator slot ----------------------------------
+
+def test_compile_gives_eager_values_and_gradients():
+    """The "eager" dynamo backend traces the denoiser like inductor does but runs it as is: same values."""
+    den, cond = _sd()
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g = torch.randn_like(x)
+    ref = den.eps(x, 3.0, cond), *den.eps_and_vjp(x, 3.0, cond, g)
+    from iqa_map.core.models.compiled import Compiled
+    den.accel = Compiled(den._eps, backend="eager")
+    with torch.no_grad():
+        e = den.eps(x, 3.0, cond)
+    got = e, *den.eps_and_vjp(x, 3.0, cond, g)
+    assert den.accel.failed is None and den.accel.replays == 2
+    for a, b in zip(got, ref):
+        assert rel(a, b) < 1e-12
+
+
+def test_compile_failure_falls_back_to_eager(caplog):
+    def broken(gm, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    den, cond = _sd()
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    ref = den.eps(x, 3.0, cond)
+    from iqa_map.core.models.compiled import Compiled
+    den.accel = Compiled(den._eps, backend=broken)
+    with caplog.at_level("WARNING", logger="iqa_map"), torch.no_grad():
+        assert torch.equal(den.eps(x, 3.0, cond), ref)
+    assert "torch.compile failed" in caplog.text and "C++ compiler" in den.accel.failed
+    e, v = den.eps_and_vjp(x, 3.0, cond, torch.ones_like(x))  # eager from now on
+    assert torch.equal(e, ref) and den.accel.replays == 0
+
+
+def test_load_model_options_choose_the_accelerator():
+    from iqa_map.core.models.compiled import Compiled
+    from iqa_map.core.models.loading import load_model
+    assert load_model("builtin", device="cpu").denoiser.accel is None  # graphs are for CUDA devices
+    assert isinstance(load_model("builtin", device="cpu", compile=True).denoiser.accel, Compiled)

@@ -70,10 +70,10 @@ class Denoiser:
 
     def eps(self, x: torch.Tensor, sigma, cond: Any = None) -> torch.Tensor:
         """The noise estimate ``(x - D(x, sigma)) / sigma`` (sigma > 0); replayed from a CUDA graph when
-        :meth:`use_cuda_graphs` is on and no gradient is taken through it."""
+        :meth:`use_cuda_graphs` (or :meth:`use_compile`) is on and no gradient is taken through it."""
         sigma = _as_sigma(sigma, x)
-        if self.graphs is not None and self.graphs.usable(x) and not (torch.is_grad_enabled() and x.requires_grad):
-            return self.graphs.forward(x, sigma, cond, lambda: self._eps(x, sigma, cond))
+        if self.accel is not None and self.accel.usable(x) and not (torch.is_grad_enabled() and x.requires_grad):
+            return self.accel.forward(x, sigma, cond, lambda: self._eps(x, sigma, cond))
         return self._eps(x, sigma, cond)
 
     def _eps(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
@@ -94,12 +94,13 @@ class Denoiser:
                 (vjp,) = torch.autograd.grad(e, leaf, g)
             return e.detach(), vjp
 
-        if self.graphs is not None and self.graphs.usable(x):
-            return self.graphs.vjp(x, sigma, cond, g, eager)
+        if self.accel is not None and self.accel.usable(x):
+            return self.accel.vjp(x, sigma, cond, g, eager)
         return eager()
 
-    #: CUDA graph cache (:mod:`.cuda_graphs`), ``None`` when off.
-    graphs = None
+    #: How ``eps`` and its VJP are evaluated when not eagerly: CUDA graphs (:mod:`.cuda_graphs`) or
+    #: ``torch.compile`` (:mod:`.compiled`); ``None``: eagerly.
+    accel = None
 
     def use_cuda_graphs(self, on: bool = True) -> "Denoiser":
         """Replay ``eps`` and its VJP from CUDA graphs (on a CUDA device; elsewhere this changes nothing).
@@ -109,7 +110,16 @@ class Denoiser:
         """
         from .cuda_graphs import CudaGraphs
 
-        self.graphs = CudaGraphs(self._eps) if on else None
+        self.accel = CudaGraphs(self._eps) if on else None
+        return self
+
+    def use_compile(self, on: bool = True) -> "Denoiser":
+        """Evaluate ``eps`` and its VJP through ``torch.compile`` (inductor), falling back to eager evaluation,
+        with a warning, where compiling fails (no C++ compiler, an unsupported op). Compiling costs minutes at
+        the first call of each input shape; it pays off over many photos (docs/benchmarks.md)."""
+        from .compiled import Compiled
+
+        self.accel = Compiled(self._eps) if on else None
         return self
 
     def sigmas(self, steps: int, strength: float = 1.0) -> torch.Tensor:

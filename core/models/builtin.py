@@ -265,6 +265,10 @@ def load_builtin(device=None, dtype: torch.dtype = torch.float32, weights_dir: O
     net = build_model(config)
     net.load_state_dict(load_file(str(st)))
     net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if next(net.parameters()).device.type == "cpu":
+        # oneDNN's convolutions are faster on channels-last (NHWC) tensors: measured 1.5x per evaluation and
+        # per evaluation with its VJP on this model (benchmarks/bench_cpu.py, docs/benchmarks.md).
+        net = net.to(memory_format=torch.channels_last)
     return BuiltinDenoiser(net, config)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .codec import PixelCodec, VAECodec
+from .flow_diffusers import FLOW_PIPELINES
 
 
 @dataclass
@@ -24,9 +25,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None, prompt: str = "",
-               cuda_graphs: bool = True) -> LoadedModel:
+               cuda_graphs: bool = True, compile: bool = False) -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
-    a diffusers Stable Diffusion folder (with ``model_index.json``); or a single-file SD 1.x/2.x checkpoint.
+    a diffusers Stable Diffusion 1.x/2.x, Flux or SD3 folder (with ``model_index.json``); or a single-file
+    SD 1.x/2.x checkpoint.
 
     Nothing is downloaded. A single-file checkpoint holds weights only: its
     component configs (and tokenizer) come from ``config``, a local diffusers
@@ -35,11 +37,15 @@ def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=N
     models (empty by default, as enhancement is unconditional; guidance stays 1,
     where EDICT's inversion is exact). ``cuda_graphs``: on a CUDA device, replay the
     network's evaluations from CUDA graphs (:mod:`.cuda_graphs`: far fewer kernel
-    launches at batch 1, same values); ignored elsewhere.
+    launches at batch 1, same values); ignored elsewhere. ``compile``: evaluate the
+    network through ``torch.compile`` instead (minutes of compiling per input shape,
+    then faster calls: for many photos of one size; falls back to eager where it fails).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = _load(spec, device, dtype, config, prompt)
-    if cuda_graphs and device.type == "cuda":
+    if compile:
+        loaded.denoiser.use_compile()
+    elif cuda_graphs and device.type == "cuda":
         loaded.denoiser.use_cuda_graphs()
     return loaded
 
@@ -60,9 +66,14 @@ def _load(spec: str, device: torch.device, dtype, config, prompt: str) -> Loaded
     path = Path(spec).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' not found: use 'builtin', 'bfcnn:<file>', a diffusers "
-                                "Stable Diffusion folder or a single-file checkpoint")
+                                "Stable Diffusion, Flux or SD3 folder or a single-file checkpoint")
     if config is not None and path.is_dir():
         raise ValueError("a model config is for single-file checkpoints; a diffusers folder carries its own")
+    name = check_pipeline_folder(path) if path.is_dir() else None
+    if name in FLOW_PIPELINES:
+        from .flow_loading import load_flow_pipeline
+
+        return LoadedModel(*load_flow_pipeline(path, name, device, dtype, prompt, _dtype_kwarg(dtype)))
     return _load_sd(path, device, dtype, config, prompt)
 
 
@@ -109,7 +120,8 @@ def check_single_file(path: Path) -> None:
 _SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 
 
-def check_pipeline_folder(path: Path) -> None:
+def check_pipeline_folder(path: Path) -> str:
+    """The pipeline class a folder's ``model_index.json`` names, if the library loads it; a clear error if not."""
     index = path / "model_index.json"
     if not index.is_file():
         raise ValueError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
@@ -117,10 +129,12 @@ def check_pipeline_folder(path: Path) -> None:
         name = json.loads(index.read_text()).get("_class_name", "")
     except (OSError, ValueError, AttributeError) as e:
         raise ValueError(f"{index} is not a readable diffusers model index ({e})") from None
-    if name not in _SD_PIPELINES:
+    if name not in _SD_PIPELINES and name not in FLOW_PIPELINES:
         what = "an SDXL pipeline" if "XL" in name else f"a {name or 'unnamed'} pipeline"
-        raise ValueError(f"{path} is {what}: the command line and library load Stable Diffusion 1.x/2.x "
-                         f"({', '.join(_SD_PIPELINES)}); use the ComfyUI nodes for other models")
+        raise ValueError(f"{path} is {what}: the command line and library load Stable Diffusion 1.x/2.x, Flux.1 "
+                         f"and SD3 image pipelines ({', '.join(_SD_PIPELINES + tuple(FLOW_PIPELINES))}); "
+                         "use the ComfyUI nodes for other models")
+    return name
 
 
 def _load_sd(path: Path, device, dtype, config=None, prompt: str = "") -> LoadedModel:
