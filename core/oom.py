@@ -47,6 +47,7 @@ def halving_retry(run: Callable[[int], T], tile: int, min_tile: int = MIN_TILE,
             smaller = tile // 2
             (on_oom or empty_cache)()
             if smaller < min_tile:
-                raise RuntimeError(f"out of memory in {what} even with {tile}{unit}: {advice}") from e
+                cause = (str(e).strip().splitlines() or [type(e).__name__])[0]  # the backend's own figures
+                raise RuntimeError(f"out of memory in {what} even with {tile}{unit} ({cause}): {advice}") from e
             log.warning("IQA-MAP: out of memory in %s with %d%s; retrying with %d", what, tile, unit, smaller)
             tile = smaller

@@ -166,8 +166,8 @@ def ascend_tiled(
     beyond which they are the area-weighted mean over the tiles ("tiles"). Out of memory, the run starts
     again with tiles half as large (:func:`.oom.halving_retry`; an image in one tile is then split).
     """
-    first = min(tile, max(image.shape[-2:]))
-    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=t,
+    first = min(tile, max(image.shape[-2:]))  # the first attempt runs as asked; a retry halves what was used
+    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=tile if t == first else t,
                                                  overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
                                                  monitors=monitors, weight_map=weight_map, cond=cond,
                                                  callback=callback, **overrides), first, what="MAP ascent")
