@@ -10,6 +10,7 @@ from . import ddim, edict
 from ._grad import usable
 from .models.base import Denoiser
 from .models.flow import schedule_for
+from .precision import wide_dtype
 from .settings import MapSettings
 
 INVERSION_METHODS = ("edict", "ddim")
@@ -73,10 +74,11 @@ def invert(denoiser: Denoiser, latent: torch.Tensor, steps: int = MapSettings.st
         latent = usable(latent).detach()
         sigmas = (schedule_for(denoiser, latent, steps, strength) if sigmas is None
                   else sigmas.detach().to(torch.float64).cpu())
+        state = wide_dtype(latent.device, f"{method.upper()} inversion")  # float32 on MPS, with a warning
         if method == "edict":
-            pair = edict.invert(denoiser, latent, sigmas, mix=mix, cond=cond)
+            pair = edict.invert(denoiser, latent, sigmas, mix=mix, cond=cond, state_dtype=state)
         else:
-            z = ddim.invert(denoiser, latent.to(torch.float64), sigmas, cond=cond)
+            z = ddim.invert(denoiser, latent.to(state), sigmas, cond=cond)
             pair = (z, z)
     return Inversion(pair=tuple(pair), sigmas=sigmas, latent=latent, method=method, mix=mix, steps=int(steps),
                      strength=float(strength), cond=cond)

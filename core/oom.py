@@ -33,9 +33,11 @@ def empty_cache() -> None:
 
 
 def halving_retry(run: Callable[[int], T], tile: int, min_tile: int = MIN_TILE,
-                  on_oom: Optional[Callable[[], None]] = None, what: str = "run") -> T:
+                  on_oom: Optional[Callable[[], None]] = None, what: str = "run", unit: str = "-pixel tiles",
+                  advice: str = "free GPU memory (close other models), or run on the CPU") -> T:
     """``run(tile)``; on an out-of-memory error, free the cache (``on_oom``, default torch's) and retry with
-    ``tile // 2`` until it works or the tile would fall under ``min_tile``."""
+    ``tile // 2`` until it works or the tile would fall under ``min_tile``. ``tile`` may count something else
+    than pixels (the quality map halves its crops per batch): ``unit`` names it in the messages."""
     while True:
         try:
             return run(tile)
@@ -45,7 +47,7 @@ def halving_retry(run: Callable[[int], T], tile: int, min_tile: int = MIN_TILE,
             smaller = tile // 2
             (on_oom or empty_cache)()
             if smaller < min_tile:
-                raise RuntimeError(f"out of memory in {what} even with {tile}-pixel tiles: free GPU memory (close "
-                                   "other models), or run on the CPU") from e
-            log.warning("IQA-MAP: out of memory in %s with %d-pixel tiles; retrying with %d", what, tile, smaller)
+                cause = (str(e).strip().splitlines() or [type(e).__name__])[0]  # the backend's own figures
+                raise RuntimeError(f"out of memory in {what} even with {tile}{unit} ({cause}): {advice}") from e
+            log.warning("IQA-MAP: out of memory in %s with %d%s; retrying with %d", what, tile, unit, smaller)
             tile = smaller

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ._grad import usable
+from .oom import halving_retry
 from .priors.base import comparable_score, is_calibrated, textureless
 from .drawing import heatmap  # noqa: F401 - kept importable here until the nodes import it from drawing
 
@@ -118,6 +119,8 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     a letterbox bar; :func:`~.priors.base.textureless`) is not judged: it takes the median score
     of the image's textured windows, so flat regions read as typical for the photo, neither its
     worst nor its best, whatever a prior makes of a flat input. ``flat`` records where.
+
+    An out-of-memory error halves ``batch`` and scores the image again (:func:`.oom.halving_retry`).
     """
     if normalise not in NORMALISE:
         raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
@@ -135,12 +138,19 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     flat_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)
     count = torch.zeros(1, 1, h, w, dtype=torch.float64)
     for k in range(b):
-        vals, flat = [], []
-        for i in range(0, len(coords), batch):
-            crops = torch.stack([img[k, :, y:y + win_h, x:x + win_w] for y, x in coords[i:i + batch]])
-            vals.append(comparable_score(prior, crops).double().cpu())
-            flat.append(textureless(crops).cpu())
-        vals, flat = torch.cat(vals), torch.cat(flat)
+        def score(n, k=k):  # all windows of image k, n crops per call
+            nonlocal batch
+            batch = n  # an OOM-reduced batch stays reduced for the next images
+            vals, flat = [], []
+            for i in range(0, len(coords), n):
+                crops = torch.stack([img[k, :, y:y + win_h, x:x + win_w] for y, x in coords[i:i + n]])
+                vals.append(comparable_score(prior, crops).double().cpu())
+                flat.append(textureless(crops).cpu())
+            return torch.cat(vals), torch.cat(flat)
+        # Out of memory: half the crops per call (the window itself is the map's scale and stays).
+        vals, flat = halving_retry(score, batch, min_tile=1, what="the quality map", unit=" crops per batch",
+                                   advice="free GPU memory (close other models), use a smaller window, or run the "
+                                          "prior on the CPU")
         if flat.any() and not flat.all():
             vals[flat] = vals[~flat].median()
         for (y, x), v, f in zip(coords, vals, flat):

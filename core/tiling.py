@@ -22,6 +22,8 @@ from .loop import Report, named_scores
 from .metrics import psnr, ssim
 from ._grad import usable
 from .models.codec import PixelCodec
+from .oom import halving_retry
+from .precision import wide_dtype
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
@@ -104,14 +106,14 @@ class Grid:
         their sum: where neighbours agree the result is their value exactly, where they differ it fades
         over the overlap instead of jumping."""
         first = patches[0]
-        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=torch.float64,
-                          device=first.device)
-        wsum = torch.zeros(1, 1, self.height, self.width, dtype=torch.float64, device=first.device)
+        dt = wide_dtype(first.device, "tile blending")  # float32 on MPS
+        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=dt, device=first.device)
+        wsum = torch.zeros(1, 1, self.height, self.width, dtype=dt, device=first.device)
         for (y, x, th, tw), patch in zip(self.boxes(), patches, strict=True):
             wy = ramp(th, self.overlap, y == 0, y + th >= self.height)
             wx = ramp(tw, self.overlap, x == 0, x + tw >= self.width)
-            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device)
-            acc[..., y:y + th, x:x + tw] += wt * patch.double()
+            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device, dt)
+            acc[..., y:y + th, x:x + tw] += wt * patch.to(dt)
             wsum[..., y:y + th, x:x + tw] += wt
         return (acc / wsum).to(first.dtype)
 
@@ -161,8 +163,18 @@ def ascend_tiled(
     box and report; ``history`` is every tile's history, each entry tagged with
     its ``tile``; PSNR and SSIM are of the whole blended image, and so are the
     scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
-    beyond which they are the area-weighted mean over the tiles ("tiles").
+    beyond which they are the area-weighted mean over the tiles ("tiles"). Out of memory, the run starts
+    again with tiles half as large (:func:`.oom.halving_retry`; an image in one tile is then split).
     """
+    first = min(tile, max(image.shape[-2:]))  # the first attempt runs as asked; a retry halves what was used
+    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=tile if t == first else t,
+                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
+                                                 monitors=monitors, weight_map=weight_map, cond=cond,
+                                                 callback=callback, **overrides), first, what="MAP ascent")
+
+
+def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, monitors, weight_map, cond, callback,
+                  **overrides) -> MapResult:
     s = dataclasses.replace(settings or MapSettings(), **overrides)
     s.validate()
     check_image(image)

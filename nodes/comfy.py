@@ -162,15 +162,23 @@ class ComfyDenoiser(Denoiser):
 
 
 def run_in_comfy_sampler(model, latent: torch.Tensor, sigmas: torch.Tensor, fn: Callable, positive=None,
-                         negative=None, cfg: float = 1.0, seed: int = 0) -> torch.Tensor:
+                         negative=None, cfg: float = 1.0, seed: int = 0, extra_models=()) -> torch.Tensor:
     """Run ``fn(denoiser, x) -> latent`` inside ComfyUI's sampling of ``model``.
 
     ``latent`` is a LATENT's raw ``samples``; ``fn`` gets it in sampler space and
     returns a sampler-space latent, which comes back as raw ``samples``.
+    ``extra_models``: ModelPatchers ``fn`` uses too (priors, the VAE): ComfyUI loads them with the model
+    (its additional models), so making room for one never unloads another.
     """
     import comfy.samplers
 
+    from . import memory
+
     check_model_sampling(model)
+    extra_models = list(extra_models)
+    if extra_models and hasattr(model, "set_additional_models"):
+        model = model.clone()
+        model.set_additional_models("iqa_map", extra_models)
     if positive is None:
         raise ValueError("this MODEL needs conditioning: connect 'positive' (for example CLIP Text Encode "
                          "with an empty or descriptive prompt)")
@@ -186,6 +194,7 @@ def run_in_comfy_sampler(model, latent: torch.Tensor, sigmas: torch.Tensor, fn: 
         clean = getattr(model_k, "latent_image", None)
         clean = x if clean is None else clean
         ms = guider.inner_model.model_sampling
+        memory.complete(p for p in extra_models if isinstance(p.model, memory.Held))
         with torch.inference_mode(False):  # the ascent makes the model's weights autograd-safe itself
             den = ComfyDenoiser(model_k, dict(extra_args or {}), ms, guider.inner_model)
             out = fn(den, clean.detach().clone().to(x.dtype))

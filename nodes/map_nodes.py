@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.settings import ASCENT, INVERT
-from . import comfy, comfy_flow, comfy_grad
+from . import comfy, comfy_flow, comfy_grad, memory
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_INVERSION, IQA_PRIOR, CoreModel, InversionState, PassthroughVAE
@@ -80,6 +80,7 @@ class DDIMInvert(Node):
         z = _samples(latent)
         if _check_model(model) == "core":
             den = model.denoiser
+            memory.ready(den.network)
             with torch.inference_mode(False):
                 inv = M.invert(den, z.to(den.device), steps, strength, mix=mix, method=method)
             return (InversionState(inv, model),)
@@ -156,6 +157,7 @@ class LatentMAPAscent(Node):
         settings = settings_from_inputs(ASCENT, settings)
         iterations, seed = settings.iterations, settings.seed
         monitors = [monitor] if monitor is not None else []
+        memory.ready(prior, *monitors)
         progress = comfy.Progress(iterations, "ascent")
         inv = inversion.inversion
 
@@ -168,6 +170,7 @@ class LatentMAPAscent(Node):
         if kind == "core":
             if not isinstance(vae, PassthroughVAE):
                 raise ValueError("a pixel MODEL needs the pass-through VAE from Load Built-in Prior Model")
+            memory.ready(model.denoiser.network, prior, *monitors)  # one call: room for all of them at once
             with torch.inference_mode(False):
                 res = run(model.denoiser, vae.codec)
             out = res.latent.float()
@@ -186,8 +189,10 @@ class LatentMAPAscent(Node):
                 return box["res"].latent.float()
 
             raw = codec.to_raw(inv.latent.float())
+            # The priors and the VAE load with the checkpoint, so loading it cannot unload them mid-run.
             out = comfy.run_in_comfy_sampler(inversion.model, raw, inv.sigmas, sampler_run, inversion.positive,
-                                             inversion.negative, inversion.cfg, seed)
+                                             inversion.negative, inversion.cfg, seed,
+                                             extra_models=[*memory.patchers(prior, *monitors), vae.patcher])
             res = box["res"]
         return ({"samples": out.detach().float().cpu()}, res.report.to_json(indent=1))
 

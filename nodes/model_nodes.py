@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import comfy
+from . import comfy, memory
 from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, CoreModel, PassthroughVAE
 
@@ -23,7 +23,10 @@ class LoadBuiltinPriorModel(Node):
     def execute(cls, device="auto"):
         from ..core.models import load_builtin
         from .prior_nodes import _device
-        return (CoreModel(load_builtin(device=_device(device)), "IQA-MAP built-in"), PassthroughVAE())
+        dev = _device(device)
+        den = load_builtin(device=memory.staging_device(dev))
+        memory.manage(den.network, dev)  # ComfyUI loads and unloads it (nodes/memory.py)
+        return (CoreModel(den, "IQA-MAP built-in"), PassthroughVAE())
 
 
 #: spandrel architecture id -> (how the noise level is given, trained noise range in /255)
@@ -90,6 +93,5 @@ class DenoiserAsDiffusionModel(Node):
     @classmethod
     def execute(cls, upscale_model, max_noise_level=0.0, min_noise_level=0.5):
         den, arch = denoiser_from_spandrel(upscale_model, max_noise_level or None, min_noise_level)
-        dev = comfy.default_device()
-        den.to(device=dev)
+        memory.manage(den.network, comfy.default_device())
         return (CoreModel(den, f"{arch} denoiser"),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..core.priors import FUSION_MODES
-from . import comfy
+from . import comfy, memory
 from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
 
@@ -66,9 +66,9 @@ class LoadIQAPrior(Node):
                 if path is None:
                     raise FileNotFoundError(f"weights file '{weights_file}' is not in {folder or 'models/iqa'}: put "
                                             "it there and refresh ComfyUI (press R), or choose weights_file 'none'")
-                prior = priors.load_local(path, device=dev, weights_dir=folder)
+                prior = priors.load_local(path, device=memory.staging_device(dev), weights_dir=folder)
             else:
-                prior = priors.load(name, weights_dir=folder, device=dev)
+                prior = priors.load(name, weights_dir=folder, device=memory.staging_device(dev))
         except priors.PyiqaMissingError as e:
             raise RuntimeError(priors.pyiqa_backend.missing_message(e.metric, host="ComfyUI")) from None
         except ImportError as e:  # pyiqa present but one of what its metric imports is not
@@ -77,7 +77,7 @@ class LoadIQAPrior(Node):
                                + ". Run that in ComfyUI's Python, then restart ComfyUI.") from None
         if calibration == "none":
             _drop_calibration(prior)
-        return (prior.to(dev).eval(),)
+        return (memory.manage(prior, dev).eval(),)  # ComfyUI loads and unloads it (nodes/memory.py)
 
 
 def _drop_calibration(prior) -> None:
@@ -141,6 +141,7 @@ class IQAScore(Node):
     @classmethod
     def execute(cls, image, prior):
         from ..core.map import comparable_score
+        memory.ready(prior)
         img = image[..., :3].movedim(-1, 1).float()
         with torch.no_grad():
             native = prior.native(img).float().cpu()

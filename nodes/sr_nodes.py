@@ -9,6 +9,7 @@ import torch
 
 from ..core.sr import SRSettings
 from ..core.sr.settings import NODE
+from . import memory
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_PRIOR
@@ -106,8 +107,16 @@ class IQAFineTuneUpscaler(Node):
                     bar.bar.update_absolute(info["step"], steps, comfy._preview(info["preview"] if every else None))
                 bar.check_interrupt()
 
-            res = sr.finetune(base, sampler, prior, s, callback=progress, device=comfy.default_device(),
-                              base_hash=sr.state_sha256(base.model.state_dict()))
+            # The network under training is ComfyUI's to know about: room made for it first (the prior kept),
+            # the cache emptied after, so the models ComfyUI unloaded for it can come back.
+            dev = comfy.default_device()
+            memory.ready(prior)
+            memory.free_for(memory.training_bytes(base.model, s.batch, s.crop * base.scale), dev, keep=[prior])
+            try:
+                res = sr.finetune(base, sampler, prior, s, callback=progress, device=dev,
+                                  base_hash=sr.state_sha256(base.model.state_dict()))
+            finally:
+                memory.empty_cache()
             merged = res.merged_state_dict()
             tuned = sr.load_upscaler(merged)
             info = {"record": res.record, "history": res.history}

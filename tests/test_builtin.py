@@ -153,3 +153,100 @@ def test_training_runs_and_resumes_exactly(tmp_path):
     den = load_builtin(weights_dir=split / "export")
     x = torch.zeros(1, 3, 20, 20)
     assert den(x, 0.3).shape == x.shape
+
+
+def test_own_blocks_equal_diffusers_and_the_shipped_weights_load_strictly():
+    """core/models/blocks.py against diffusers' blocks in the configurations the built-in model used: same
+    parameter names, same outputs (float32 and float64); the shipped weights load with strict keys and the
+    whole network gives the diffusers-built network's output."""
+    pytest.importorskip("diffusers", reason="diffusers not installed: nothing to compare with")
+    from diffusers.models import embeddings as de
+    from diffusers.models import resnet as dr
+
+    from iqa_map.core.models import blocks as B
+    from iqa_map.core.models.builtin import load_builtin
+
+    g = torch.Generator().manual_seed(0)
+    pairs = [(B.Timesteps(64), de.Timesteps(64, flip_sin_to_cos=True, downscale_freq_shift=0),
+              lambda: 1000 * torch.randn(5, generator=g)),
+             (B.Timesteps(7), de.Timesteps(7, flip_sin_to_cos=True, downscale_freq_shift=0),
+              lambda: torch.randn(3, generator=g)),
+             (B.TimestepEmbedding(64, 128), de.TimestepEmbedding(64, 128), lambda: torch.randn(5, 64, generator=g)),
+             (B.Downsample2D(16, 32), dr.Downsample2D(16, use_conv=True, out_channels=32, kernel_size=2, padding=0,
+                                                      name="op"), lambda: torch.randn(2, 16, 12, 10, generator=g)),
+             (B.Downsample2D(16, 32), dr.Downsample2D(16, use_conv=True, out_channels=32, kernel_size=2, padding=0,
+                                                      name="op"), lambda: torch.randn(1, 16, 7, 9, generator=g)),
+             (B.Upsample2D(32, 16), dr.Upsample2D(32, use_conv_transpose=True, out_channels=16, kernel_size=2,
+                                                  padding=0), lambda: torch.randn(2, 32, 6, 5, generator=g))]
+    torch.set_grad_enabled(False)
+    try:
+        _compare(pairs)
+    finally:
+        torch.set_grad_enabled(True)
+    den = load_builtin(device="cpu")  # strict load of the shipped weights into our blocks
+    assert all("Conv2d_0" not in k for k in den.network.state_dict())
+    x, c = torch.rand(1, 3, 32, 40, generator=g) * 2 - 1, torch.tensor([0.3])
+    ref = _diffusers_unet(den.network)
+    with torch.no_grad():
+        assert torch.allclose(den.network(x, c), ref(x, c), rtol=0, atol=1e-6)
+
+
+def _compare(pairs):
+    for ours, theirs, make in pairs:
+        assert list(ours.state_dict()) == list(theirs.state_dict()), type(ours).__name__
+        ours.load_state_dict(theirs.state_dict())
+        for dtype in (torch.float32, torch.float64):
+            x = make().to(dtype)
+            a, b = ours.to(dtype)(x), theirs.to(dtype)(x)
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert torch.allclose(a, b, rtol=0, atol=1e-6 * max(1.0, float(b.abs().max()))), type(ours).__name__
+
+
+def _diffusers_unet(net):
+    """The built-in network with diffusers' four blocks in place of ours, the same weights."""
+    import copy
+
+    from diffusers.models import embeddings as de
+    from diffusers.models import resnet as dr
+
+    ref = copy.deepcopy(net)
+    ref.time_proj = de.Timesteps(net.time_proj.num_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+    ref.time_embed = de.TimestepEmbedding(net.time_embed.linear_1.in_features, net.time_embed.linear_1.out_features)
+    ref.down = torch.nn.ModuleList(dr.Downsample2D(d.conv.in_channels, use_conv=True, out_channels=d.conv.out_channels,
+                                                   kernel_size=2, padding=0, name="op") for d in net.down)
+    ref.up = torch.nn.ModuleList(dr.Upsample2D(u.conv.in_channels, use_conv_transpose=True,
+                                               out_channels=u.conv.out_channels, kernel_size=2, padding=0)
+                                 for u in net.up)
+    ref.load_state_dict(net.state_dict())
+    return ref.eval()
+
+
+def test_nodes_and_the_builtin_model_run_without_diffusers():
+    """What ComfyUI-Manager installs (requirements.txt) has no diffusers: every node registers, the built-in
+    model loads its shipped weights and denoises, EDICT inverts; loading a Stable Diffusion folder says what to
+    install."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    code = (
+        "import sys; sys.modules['diffusers'] = None\n"
+        "import torch\n"
+        "from iqa_map.nodes import NODES as N\n"
+        "model, vae = N['IQAMAP_LoadBuiltinPriorModel'].execute('cpu')\n"
+        "x = torch.rand(1, 3, 24, 24)\n"
+        "from iqa_map.core import map as M\n"
+        "inv = M.invert(model.denoiser, x * 2 - 1, steps=3, strength=0.3)\n"
+        "print('OK', len(N), tuple(inv.pair[0].shape))\n"
+        "from iqa_map.core.models.loading import _load_sd\n"
+        "from pathlib import Path\n"
+        "try:\n"
+        "    _load_sd(Path('nowhere'), 'cpu', torch.float32)\n"
+        "except ImportError as e:\n"
+        "    print('ERR', e)\n"
+        "assert sys.modules['diffusers'] is None\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO.parent, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OK " in out.stdout and "(1, 3, 24, 24)" in out.stdout, out.stdout
+    assert "need diffusers" in out.stdout and "pip install 'diffusers>=0.30'" in out.stdout, out.stdout

@@ -370,3 +370,13 @@ def test_few_step_preset_climbs_where_the_default_step_overshoots():
     r = _flow("fewstep:auraflow")["fewstep:auraflow"]
     assert max(r["default"][1:]) < r["default"][0], r  # the overshoot the preset is for (the probe can fail)
     assert max(r["preset"][1:]) > r["preset"][0] == r["default"][0], r
+
+
+def test_priors_go_through_comfy_model_management(tmp_path):
+    """A prior as ComfyUI's ModelPatcher: loaded by load_models_gpu, unloadable by ComfyUI and loaded again by
+    the next node that uses it, and loaded together with the checkpoint and its VAE in the ascent."""
+    r = _in_process(tmp_path, "check_memory.py")
+    assert r["patcher_of_prior"] and r["size_mb"] > 0
+    assert r["loaded_after_ready"] and r["unloaded"] and r["reloaded_by_node"] and r["same_score"]
+    assert r["loaded_with_checkpoint"] and r["prior_loaded_after_ascent"]
+    assert len(r["ascent_scores"]) == 2 and all(s == s for s in r["ascent_scores"])

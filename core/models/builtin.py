@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Denoiser, bcast, module_device_dtype
+from .blocks import Downsample2D, TimestepEmbedding, Timesteps, Upsample2D
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_NAME = "builtin_denoiser"
@@ -91,8 +92,8 @@ class BuiltinUNet(nn.Module):
     pixel-unshuffle -> conv_in -> [ResBlocks -> Downsample2D] per level ->
     mid ResBlocks -> [Upsample2D (transposed) + skip add -> ResBlocks] ->
     conv_out -> pixel-shuffle. Skips are added (not concatenated) to keep the
-    decoder as cheap as the encoder. The noise embedding is diffusers'
-    sinusoidal ``Timesteps`` + ``TimestepEmbedding`` MLP.
+    decoder as cheap as the encoder. The noise embedding is a sinusoidal
+    ``Timesteps`` + ``TimestepEmbedding`` MLP (diffusers' blocks, as the pack's own code: blocks.py).
     """
 
     def __init__(
@@ -107,27 +108,21 @@ class BuiltinUNet(nn.Module):
         emb_dim: int = 128,
         **_: Any,
     ):
-        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-        from diffusers.models.resnet import Downsample2D, Upsample2D
-
         super().__init__()
         levels = len(channels)
         if len(enc_blocks) != levels - 1 or len(dec_blocks) != levels - 1:
             raise ValueError("enc_blocks and dec_blocks need one entry per level above the bottom one")
         self.unshuffle = int(unshuffle)
         self.multiple = self.unshuffle * 2 ** (levels - 1)
-        self.time_proj = Timesteps(emb_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_proj = Timesteps(emb_channels)
         self.time_embed = TimestepEmbedding(emb_channels, emb_dim)
         c_img = in_channels * self.unshuffle ** 2
         self.conv_in = nn.Conv2d(c_img, channels[0], 3, padding=1)
         self.enc = nn.ModuleList(nn.ModuleList(ResBlock(channels[i], emb_dim) for _ in range(enc_blocks[i]))
                                  for i in range(levels - 1))
-        # name="op": the default "conv" also registers a legacy alias of the same conv (shared tensors).
-        self.down = nn.ModuleList(Downsample2D(channels[i], use_conv=True, out_channels=channels[i + 1],
-                                               kernel_size=2, padding=0, name="op") for i in range(levels - 1))
+        self.down = nn.ModuleList(Downsample2D(channels[i], channels[i + 1]) for i in range(levels - 1))
         self.mid = nn.ModuleList(ResBlock(channels[-1], emb_dim) for _ in range(mid_blocks))
-        self.up = nn.ModuleList(Upsample2D(channels[i + 1], use_conv_transpose=True, out_channels=channels[i],
-                                           kernel_size=2, padding=0) for i in range(levels - 1))
+        self.up = nn.ModuleList(Upsample2D(channels[i + 1], channels[i]) for i in range(levels - 1))
         self.dec = nn.ModuleList(nn.ModuleList(ResBlock(channels[i], emb_dim) for _ in range(dec_blocks[i]))
                                  for i in range(levels - 1))
         self.conv_out = nn.Conv2d(channels[0], c_img, 3, padding=1)

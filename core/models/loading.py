@@ -138,7 +138,11 @@ def check_pipeline_folder(path: Path) -> str:
 
 
 def _load_sd(path: Path, device, dtype, config=None, prompt: str = "") -> LoadedModel:
-    from diffusers import StableDiffusionPipeline
+    try:
+        from diffusers import StableDiffusionPipeline
+    except ImportError as e:  # a ComfyUI install (requirements.txt) has no diffusers: the nodes do not need it
+        raise ImportError(f"Stable Diffusion models on the command line need diffusers ({e}): pip install "
+                          "'diffusers>=0.30' (pip install iqa-map brings it; ComfyUI's nodes do not need it)") from None
     from diffusers.utils import logging as dlog
 
     from ..priors.weights import hf_offline
