@@ -1,6 +1,8 @@
 """The method as nodes: DDIM Invert -> Latent MAP Ascent -> Decode."""
 from __future__ import annotations
 
+import dataclasses
+
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +182,10 @@ class LatentMAPAscent(Node):
             codec = comfy.ComfyVAECodec(vae, comfy.latent_format(model))
             _check_size((1, 3, inv.latent.shape[-2] * codec.factor, inv.latent.shape[-1] * codec.factor))
             box = {}
+            # The library's block checkpointing recomputes blocks inside the backward pass, where the
+            # copy-on-write guard of ComfyUI's in-place updates is not active: the two together gave a wrong
+            # gradient (tests/test_comfy_grad.py), so ComfyUI models run without it.
+            settings = dataclasses.replace(settings, checkpointing="off")
 
             def sampler_run(den, x):
                 # The gradient pass: ComfyUI's fused RoPE and in-place block updates made differentiable here

@@ -152,3 +152,32 @@ def test_patched_rope_swaps_every_module_binding_and_restores_them_on_error(monk
             raise KeyError("interrupted")
     assert user.apply_rope1 is _fused_rope1 and math_mod.apply_rope is _fused_rope
     assert math_mod.apply_rope1 is _fused_rope1 and not comfy_grad._ACTIVE
+
+
+def test_block_checkpointing_does_not_compose_with_copy_on_write():
+    """Why Latent MAP Ascent turns the library's block checkpointing off for ComfyUI models: the blocks it
+    recomputes inside the backward pass update their residuals in place outside the copy-on-write guard, and
+    the gradient comes out wrong without an error. If this starts to hold, the node can turn it back on."""
+    from iqa_map.core.models.checkpointing import checkpoint_blocks
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.double_blocks = torch.nn.ModuleList(_Block() for _ in range(4))
+
+        def forward(self, x, in_place=True):
+            for b in self.double_blocks:
+                x = b(x, in_place=in_place)
+            return x
+
+    net = Net()
+    x = torch.randn(3, 16, requires_grad=True)
+    (want,) = torch.autograd.grad(net(x, in_place=False).square().sum(), x)
+    with comfy_grad.differentiable(), checkpoint_blocks(net, True):
+        with comfy_grad.evaluation():
+            out = net(x)
+            (got,) = torch.autograd.grad(out.square().sum(), x)
+    assert not torch.allclose(got, want, rtol=1e-3, atol=1e-3)
+    with comfy_grad.differentiable(), comfy_grad.evaluation():  # without checkpointing: right
+        (got,) = torch.autograd.grad(net(x).square().sum(), x)
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
