@@ -185,9 +185,15 @@ def test_bench_sr_psnr_y_and_table():
     off[..., 4:-4, 4:-4] += 0.1  # only inside the border counts: Y moves by 0.1 * (65.481+128.553+24.966)/255
     p, _ = psnr_ssim_y(off, hr, 4)
     assert p == pytest.approx(-20 * math.log10(0.1 * 219.0 / 255), abs=1e-3)
-    per = lambda vals: [{"image": f"{i}.png", "psnr_y": 30.0, "ssim_y": 0.9, "niqe": v} for i, v in enumerate(vals)]  # noqa
-    rows = {"m/base": {"per_image": per([5, 5, 5, 5]), "train_seconds": 0, "lora_bytes": None, "base_bytes": 100},
-            "m/tuned": {"per_image": per([4, 6, 4, 4]), "train_seconds": 12, "lora_bytes": 8, "base_bytes": 100}}
+    def per(vals, texture):
+        return [{"image": f"{i}.png", "psnr_y": 30.0, "ssim_y": 0.9, "niqe": v, "grid": 0.05, "texture": t,
+                 "texture_hr": 3.0} for i, (v, t) in enumerate(zip(vals, texture))]
+    rows = {"m/base": {"per_image": per([5, 5, 5, 5], [2.0] * 4), "train_seconds": 0, "lora_bytes": None,
+                       "base_bytes": 100, "record": {}},
+            "m/tuned": {"per_image": per([4, 6, 4, 4], [2.5, 2.5, 4.5, 1.0]), "train_seconds": 12, "lora_bytes": 8,
+                        "base_bytes": 100, "record": {"guard": {"best_step": 25}}}}
     text = table({"rows": rows}, "niqe")
     tuned = next(line for line in text.splitlines() if line.startswith("| m/tuned"))
     assert "4.500 / 75 %" in tuned and "8.0 %" in tuned  # NIQE is lower-better: 3 of 4 photos improved
+    # Flat-region texture: 2 of 4 photos no further from the HR photo's (3.0) than the base's (2.0); the kept step.
+    assert "2.62 (3.00) / 50 %" in tuned and "| 25 |" in tuned and "0.050" in tuned
