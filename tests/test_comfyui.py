@@ -322,7 +322,10 @@ FLOW_FAMILIES = {"flux_dev": "Flux", "flux_schnell": "Flux", "sd3": "SD3", "sd3_
 
 #: Tiny random networks whose gradient is large enough that the default step overshoots: the prior rises but the
 #: fidelity term falls more, so the objective falls and the node keeps iteration 0 (its best iterate).
-OVERSHOOTS = {"auraflow"}
+# Tiny random models on which 2 iterations at the default step raise the prior but not the objective (the step
+# overshoots; measured: AuraFlow always, Flux schnell and Chroma with this release's own metrics, whose float order
+# differs from pyiqa's). The few-step preset's test covers the smaller step.
+OVERSHOOTS = {"auraflow", "flux_schnell", "chroma"}
 
 
 def _flow(*families) -> dict:
