@@ -21,6 +21,7 @@ import torch
 
 from ._grad import autograd_on, outside_inference_mode
 from .models.base import Denoiser
+from .precision import wide_dtype
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 GRAD_MODES = ("reversible", "autograd", None)
@@ -55,8 +56,8 @@ def _state(x: torch.Tensor, requested: Optional[torch.dtype] = None, invert: boo
     """
     if requested is not None:
         return requested
-    if invert and x.device.type != "mps":
-        return torch.float64
+    if invert:
+        return wide_dtype(x.device)
     return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
