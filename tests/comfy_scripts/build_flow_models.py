@@ -15,7 +15,6 @@ Writes (float16):
 * ``checkpoints/tiny_sd3.safetensors``: an SD3 checkpoint (MMDiT of depth 1, detected as SD3), its
   16-channel VAE and CLIP-L as its only text encoder (ComfyUI's SD3 text model pads it to 4096-d).
 """
-import math
 import os
 import sys
 
@@ -35,21 +34,13 @@ from comfy.ldm.flux.model import Flux  # noqa: E402
 from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+import tiny_init  # noqa: E402  (beside this script)
+
 G = torch.Generator().manual_seed(0)
 
 
 def init_(module):
-    """ComfyUI's ops leave weights uninitialised (they come from files): random, scaled to keep signals O(1)."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim <= 1:
-                p.fill_(1.0 if name.endswith(("weight", "scale")) else 0.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=G) / math.sqrt(p[0].numel()))
-        for name, b in module.named_buffers():
-            if name.endswith("pos_embed"):
-                b.copy_(torch.randn(b.shape, generator=G) * 0.1)
-    return module
+    return tiny_init.init_(module, G)
 
 
 def half(module, prefix=""):

@@ -10,7 +10,6 @@ Flux guidance). Everything runs under ``torch.inference_mode()`` as ComfyUI's
 executor does. The network is float32, the EDICT pair float64.
 """
 import json
-import math
 import os
 import sys
 import time
@@ -39,21 +38,13 @@ from iqa_map.nodes import NODES as N  # noqa: E402
 from iqa_map.nodes import comfy as C  # noqa: E402
 from iqa_map.nodes import comfy_grad  # noqa: E402
 
+import tiny_init  # noqa: E402  (beside this script)
+
 G = torch.Generator().manual_seed(0)
 
 
 def init_(module):
-    """ComfyUI's ops leave weights uninitialised (they come from files): random, scaled to keep signals O(1)."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim <= 1:
-                p.fill_(1.0 if name.endswith(("weight", "scale", "gamma")) else 0.0)
-            else:
-                p.copy_(torch.randn(p.shape, generator=G) / math.sqrt(p[0].numel()))
-        for name, b in module.named_buffers():
-            if name.endswith("pos_embed"):  # SD3's position table is a buffer read from the checkpoint
-                b.copy_(torch.randn(b.shape, generator=G) * 0.1)
-    return module
+    return tiny_init.init_(module, G, ones=("weight", "scale", "gamma"))
 
 
 def patcher(config_cls, unet_config):
