@@ -37,8 +37,8 @@ def _version() -> str:
 __version__ = _version()
 
 #: The library's one-call entry points, imported on first use (ComfyUI's import of the pack stays light).
-_LAZY = {"enhance": "pipeline", "load_model": "pipeline", "load_prior": "pipeline", "MapSettings": "settings",
-         "TileSettings": "settings", "preset": "settings"}
+_LAZY = {"enhance": "map.pipeline", "load_model": "map.pipeline", "load_prior": "map.pipeline", "MapSettings": "map.settings",
+         "TileSettings": "map.settings", "preset": "map.settings"}
 
 
 def __getattr__(name):

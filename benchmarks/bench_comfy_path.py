@@ -48,8 +48,8 @@ def main(argv=None) -> None:
     import nodes as core_nodes
     import torch
 
-    from iqa_map.core.ascent import ascend_inversion
-    from iqa_map.core.inversion import invert
+    from iqa_map.core.map.ascent import ascend_inversion
+    from iqa_map.core.sampling.inversion import invert
     from iqa_map.core.models.base import Denoiser
     from iqa_map.nodes import NODES as N
     from iqa_map.nodes import comfy as C

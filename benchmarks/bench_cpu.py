@@ -92,9 +92,9 @@ def per_call(size, repeat: int, rounds: int = 3, compile_: bool = True) -> list:
 def whole_runs(size, presets, rounds: int) -> list:
     """Enhancements with the gradient of every iterate (as before) and without the final one's (now)."""
     from iqa_map.cli.demo import degrade, sample_photo
-    from iqa_map.core import edict
-    from iqa_map.core.pipeline import enhance, load_model, load_prior
-    from iqa_map.core.settings import TileSettings
+    from iqa_map.core.sampling import edict
+    from iqa_map.core.map.pipeline import enhance, load_model, load_prior
+    from iqa_map.core.map.settings import TileSettings
 
     img = degrade(F.interpolate(sample_photo(), size=size, mode="bicubic", antialias=True).clamp(0, 1))
     model, prior = load_model("builtin", device="cpu"), load_prior("builtin", device="cpu")

@@ -60,7 +60,7 @@ def build(model: str, size: int, device: str):
 
 
 def one_gradient(den, pair, sig, cond, mode):
-    from iqa_map.core import edict
+    from iqa_map.core.sampling import edict
 
     if mode == "none":
         return edict.sample(den, pair, sig, cond=cond, grad=None)
@@ -84,7 +84,7 @@ def measure_memory(args, mode: str, steps: int) -> int:
 
 
 def child(args, mode: str, steps: int) -> None:
-    from iqa_map.core import edict
+    from iqa_map.core.sampling import edict
 
     den, x, cond = build(args.model, args.size, args.device)
     sig = den.sigmas(steps)
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     if args.child:
         return child(args, args.child[0], int(args.child[1]))
 
-    from iqa_map.core import edict
+    from iqa_map.core.sampling import edict
 
     mem = {}
     for mode, steps in [("reversible", 5), ("reversible", 50), ("autograd", 5), ("autograd", 20)]:

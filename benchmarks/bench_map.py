@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     from benchmarks.common import centre_crop, checkpoint, dev_files, resume_rows
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.imageio import load_image
 
     files = dev_files()[args.start:]
     files = files[:args.limit] if args.limit is not None else files
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
 
 def save_sheet(path: Path, images: dict, row: dict) -> None:
     """Clean, input and each method side by side (2x, nearest), captioned with PSNR and the first held-out judge."""
-    from iqa_map.core.drawing import contact_sheet
+    from iqa_map.core.io.drawing import contact_sheet
 
     judge = next(iter(row["lower_better"]))
     labels = [name if name == "clean" else f"{name}\n{row[name]['psnr']:.2f} dB, {judge} {row[name][judge]:.1f}"

@@ -97,10 +97,10 @@ def main(argv=None) -> None:
     from benchmarks.common import centre_crop, checkpoint, dev_files, resume_rows
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.imageio import load_image
     from iqa_map.core.models import load_builtin
-    from iqa_map.core.metrics import roc_auc
-    from iqa_map.core.qmap import quality_map
+    from iqa_map.core.quality.metrics import roc_auc
+    from iqa_map.core.quality.qmap import quality_map
 
     files = dev_files()[args.start:]
     files = files[:args.limit] if args.limit is not None else files

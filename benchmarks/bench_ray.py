@@ -38,8 +38,8 @@ def main(argv=None) -> None:
 
     import torch
 
-    from iqa_map.core import batch
-    from iqa_map.core.imageio import load_image, save_image
+    from iqa_map.core.map import batch
+    from iqa_map.core.io.imageio import load_image, save_image
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqa_map.core.optim import LR_SCHEDULES
+from iqa_map.core.map.optim import LR_SCHEDULES
 
 from .bench_map import REPO, degrade
 
@@ -95,8 +95,8 @@ def main(argv=None) -> None:
     from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core.imageio import load_image
-    from iqa_map.core.pipeline import enhance, load_model
+    from iqa_map.core.io.imageio import load_image
+    from iqa_map.core.map.pipeline import enhance, load_model
 
     files = dev_files(args.limit)
     prior = priors.load(args.prior)

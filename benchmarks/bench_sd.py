@@ -53,8 +53,8 @@ def sync(device: str) -> None:
 
 
 def one_run(model, img, prior, settings, device: str, label: str) -> dict:
-    from iqa_map.core.pipeline import enhance
-    from iqa_map.core.settings import TileSettings
+    from iqa_map.core.map.pipeline import enhance
+    from iqa_map.core.map.settings import TileSettings
 
     sync(device)
     t0 = time.perf_counter()
@@ -96,8 +96,8 @@ def components(model, img, prior, settings, device: str) -> dict:
     ``2 * steps`` times (with a vector-Jacobian product) going back, then
     decodes, scores and differentiates the image once.
     """
-    from iqa_map.core.ascent import _objective
-    from iqa_map.core.settings import resolve_lr
+    from iqa_map.core.map.ascent import _objective
+    from iqa_map.core.map.settings import resolve_lr
 
     den, codec, cond = model.denoiser, model.codec, model.cond
     with torch.no_grad():

@@ -53,8 +53,8 @@ def main(argv=None) -> None:
     from benchmarks.common import centre_crop, dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core import select as S
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.quality import select as S
+    from iqa_map.core.io.imageio import load_image
     from iqa_map.core.models import load_builtin
 
     files = dev_files(args.limit)

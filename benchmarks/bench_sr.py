@@ -72,7 +72,7 @@ def psnr_ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> tuple[float,
 def evaluate(model, files, metrics: dict, scale: int, base_outs: dict, device=None) -> list[dict]:
     """Per dev photo: PSNR/SSIM-Y, each metric (native), the grid share of the change against the base output
     (``base_outs``: image name -> the base's output, filled by the base row) and the flat-region texture."""
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.imageio import load_image
     from iqa_map.core.sr import downscale, flat_texture, grid_share, upscale
 
     rows = []
@@ -222,8 +222,8 @@ def figure(args, photos=("108005.png", "253027.png", "106024.png"), hr_crop=128,
 
     from benchmarks.common import centre_crop
     from iqa_map.core import priors, sr
-    from iqa_map.core.drawing import contact_sheet
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.drawing import contact_sheet
+    from iqa_map.core.io.imageio import load_image
 
     results = json.loads(Path(args.out).read_text())
     prior = priors.load(args.prior)

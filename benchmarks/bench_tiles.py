@@ -49,9 +49,9 @@ def child(width: int, height: int, tile: int, overlap: int, threads: int) -> dic
     from benchmarks.common import dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.imageio import load_image
     from iqa_map.core.models import load_builtin
-    from iqa_map.core.tiling import ascend_tiled, tile_grid
+    from iqa_map.core.map.tiling import ascend_tiled, tile_grid
 
     photo = load_image(dev_files(1)[0])
     img = torch.nn.functional.interpolate(photo, size=(height, width), mode="bicubic", align_corners=False)
@@ -127,9 +127,9 @@ def quality(args) -> dict:
     from benchmarks.common import dev_files
     from iqa_map.core import map as M
     from iqa_map.core import priors
-    from iqa_map.core.imageio import load_image
+    from iqa_map.core.io.imageio import load_image
     from iqa_map.core.models import load_builtin
-    from iqa_map.core.tiling import tile_grid
+    from iqa_map.core.map.tiling import tile_grid
 
     den, prior, piqe = load_builtin(device="cpu"), priors.load("builtin"), priors.load("piqe")
     settings = M.MapSettings(**M.PRESETS["fast"])
@@ -184,8 +184,8 @@ def quality(args) -> dict:
 
 
 def figure(args) -> dict:
-    from iqa_map.core.tiling import Grid
-    from iqa_map.core.drawing import contact_sheet
+    from iqa_map.core.map.tiling import Grid
+    from iqa_map.core.io.drawing import contact_sheet
 
     runs = sorted(Path(args.save).glob("*.pt")) if args.save else []
     if not runs:
@@ -233,7 +233,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figure", default=str(REPO / "docs" / "bench_tiles_seams.png"), help="figure: PNG to write")
     ap.add_argument("--out", default=None, help="result JSON (default out/bench/tiles_<part>.json)")
     args = ap.parse_args(argv)
-    from iqa_map.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from iqa_map.core.map.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     small = args.part != "memory"
     args.tile = args.tile or (192 if small else DEFAULT_TILE)

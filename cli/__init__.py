@@ -33,7 +33,7 @@ class CliError(Exception):
 
 def build_prior(specs, weights_dir=None, device=None, fusion="mean"):
     """One prior from ``--prior name[:weight]`` options (several are fused on calibrated scores)."""
-    from ..core.pipeline import load_prior
+    from ..core.map.pipeline import load_prior
 
     return load_prior(specs, fusion=fusion, weights_dir=weights_dir, device=device)
 
@@ -54,7 +54,7 @@ def _output_dir(path: str) -> Path:
 
 
 def _inputs(items) -> list[Path]:
-    from ..core.imageio import find_images
+    from ..core.io.imageio import find_images
 
     files = find_images(items)
     if not files:
@@ -67,7 +67,7 @@ def _read(path, note=True):
     is printed as a note, or with ``note=False`` left unsaid, having been said when the inputs were checked."""
     import warnings
 
-    from ..core.imageio import ImageWarning, read_photo
+    from ..core.io.imageio import ImageWarning, read_photo
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
@@ -92,7 +92,7 @@ def cmd_enhance(args) -> int:
     if not todo:
         return 0
     valid, failed = _readable(todo)
-    from ..core import batch
+    from ..core.map import batch
     from .workers import EnhanceWorker, settings_dicts
 
     settings_d, tiles_d = settings_dicts(settings, tiles)
@@ -119,7 +119,7 @@ def cmd_enhance(args) -> int:
 
 
 def _ray_options(args) -> dict:
-    """How ``core.batch.run`` spreads the work: here, or on the Ray cluster ``--ray`` names."""
+    """How ``core.map.batch.run`` spreads the work: here, or on the Ray cluster ``--ray`` names."""
     if not getattr(args, "ray", None):
         return {}
     if args.workers < 1 or args.gpus_per_worker < 0:
@@ -198,12 +198,12 @@ def _stopped(args) -> list[str]:
 
 
 def _enhance_one(model, img, prior, settings, tiles, monitors=(), name="", bar=False):
-    """:func:`~iqa_map.core.pipeline.enhance` on one photo, saying first when it is split into tiles;
+    """:func:`~iqa_map.core.map.pipeline.enhance` on one photo, saying first when it is split into tiles;
     ``bar``: a progress bar over every tile's iterations."""
     from tqdm import tqdm
 
-    from ..core.pipeline import enhance
-    from ..core.tiling import tile_grid
+    from ..core.map.pipeline import enhance
+    from ..core.map.tiling import tile_grid
 
     h, w = img.shape[-2:]
     grid = tile_grid(model.denoiser, model.codec, h, w, tiles.tile, tiles.tile_overlap) if tiles.tile else None
@@ -313,7 +313,7 @@ def cmd_upscale(args) -> int:
     if not todo:
         return 0
     valid, failed = _readable(todo)
-    from ..core import batch
+    from ..core.map import batch
     from .workers import UpscaleWorker
 
     kwargs = dict(model=str(args.model), lora=args.lora, prior=args.prior, weights_dir=args.weights_dir,
@@ -354,8 +354,8 @@ def cmd_compare(args) -> int:
     from tqdm import tqdm
 
     from ..core import priors as P
-    from ..core.drawing import contact_sheet, same_size
-    from ..core.imageio import write_photo
+    from ..core.io.drawing import contact_sheet, same_size
+    from ..core.io.imageio import write_photo
 
     if len(args.prior) < 2:
         raise CliError("compare needs at least two --prior options")
@@ -394,10 +394,10 @@ def cmd_compare(args) -> int:
 
 def _compare_dataset(args, settings, tiles) -> int:
     """Every photo of a folder under every prior, each output scored by every prior: the dataset-level report
-    (core/comparison.py). Each finished (photo, prior) is kept as a row file, so a stopped run resumes."""
+    (core/map/comparison.py). Each finished (photo, prior) is kept as a row file, so a stopped run resumes."""
     from tqdm import tqdm
 
-    from ..core import batch, comparison
+    from ..core.map import batch, comparison
     from .workers import CompareWorker, settings_dicts
 
     files = _inputs([args.input])
@@ -461,7 +461,7 @@ def cmd_score(args) -> int:
     import torch
 
     from ..core import priors
-    from ..core.imageio import load_image
+    from ..core.io.imageio import load_image
 
     files = _inputs(args.inputs)
     names = args.prior or ["niqe", "brisque", "piqe"]
@@ -489,8 +489,8 @@ def cmd_score(args) -> int:
 
 def cmd_rank(args) -> int:
     """Rank candidate results of one scene by a prior; optionally write the selection."""
-    from ..core import select as S
-    from ..core.imageio import write_photo
+    from ..core.quality import select as S
+    from ..core.io.imageio import write_photo
 
     files = _inputs(args.inputs)
     if len(files) < 2:
@@ -529,9 +529,9 @@ def cmd_rank(args) -> int:
 def cmd_qmap(args) -> int:
     """Quality map of each input: a mask PNG (white = worst) and a colour heatmap with legend."""
     from ..core import priors
-    from ..core.imageio import load_image, save_image
-    from ..core.drawing import heatmap
-    from ..core.qmap import quality_map
+    from ..core.io.imageio import load_image, save_image
+    from ..core.io.drawing import heatmap
+    from ..core.quality.qmap import quality_map
 
     files = _inputs(args.inputs)
     out = _output_dir(args.output)
@@ -583,10 +583,10 @@ def parser() -> argparse.ArgumentParser:
                                  epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     from ..core.models.loading import DTYPES
-    from ..core.settings import GROUPS, PRESET_HELP, PRESETS, MapSettings, TileSettings
+    from ..core.map.settings import GROUPS, PRESET_HELP, PRESETS, MapSettings, TileSettings
 
     def map_options(p, groups=None):
-        """The model, the preset and the settings generated from their metadata (core/settings.py)."""
+        """The model, the preset and the settings generated from their metadata (core/map/settings.py)."""
         p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | "
                        "<diffusers SD 1.x/2.x, Flux.1 or SD3 folder> | <single-file SD checkpoint> (default builtin)")
         p.add_argument("--model-config", metavar="DIR",

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from ..core import priors
-from ..core.drawing import contact_sheet
-from ..core.imageio import save_image
-from ..core.metrics import psnr, ssim
-from ..core.pipeline import enhance
+from ..core.io.drawing import contact_sheet
+from ..core.io.imageio import save_image
+from ..core.quality.metrics import psnr, ssim
+from ..core.map.pipeline import enhance
 from ..core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
-from ..core.settings import preset
+from ..core.map.settings import preset
 
 #: The demo runs the "fast" preset (partial inversion, few steps, Adam): a few minutes on a 2-core CPU; the
 #: library defaults (full inversion, 20 steps, 20 momentum iterations) follow the public recipe and take longer.

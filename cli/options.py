@@ -1,4 +1,4 @@
-"""argparse options generated from the settings' metadata (:mod:`iqa_map.core.settings`), and read back.
+"""argparse options generated from the settings' metadata (:mod:`iqa_map.core.map.settings`), and read back.
 
 Every generated option defaults to "not given" (``argparse.SUPPRESS``), so the
 settings are the preset's with what the command line gives on top, and the
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..core import settings as S
+from ..core.map import settings as S
 
 
 def _help(opt: S.Option, default, preset_keys) -> str:
@@ -28,8 +28,8 @@ def _help(opt: S.Option, default, preset_keys) -> str:
 
 def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = True, titles=None,
                  presets=None) -> None:
-    """Add one option per field of ``cls`` (:class:`~iqa_map.core.settings.MapSettings`, ``TileSettings`` or
-    ``SRSettings``), under argparse groups named as ``titles`` (default :data:`~iqa_map.core.settings.GROUPS`);
+    """Add one option per field of ``cls`` (:class:`~iqa_map.core.map.settings.MapSettings`, ``TileSettings`` or
+    ``SRSettings``), under argparse groups named as ``titles`` (default :data:`~iqa_map.core.map.settings.GROUPS`);
     ``groups`` restricts which; ``presets`` (default MapSettings') say which defaults a preset may change."""
     titles = S.GROUPS if titles is None else titles
     in_presets = {k for p_ in (S.PRESETS if presets is None else presets).values() for k in p_}

@@ -1,6 +1,6 @@
 """The command line's batch workers: each loads the model and priors once, then does one photo (or one photo
 under one prior) per task, writing its output itself, atomically. They run here or as Ray actors
-(:mod:`iqa_map.core.batch`), so they take only picklable settings."""
+(:mod:`iqa_map.core.map.batch`), so they take only picklable settings."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,9 +21,9 @@ class EnhanceWorker:
     def __init__(self, *, model, dtype, prompt, model_config, prior, fusion, monitors, weights_dir, device,
                  settings: dict, tiles: dict, out: str, protect=(), threads=None, name_suffix="_enhanced",
                  progress=False, cuda_graphs=True, compile=False):
-        from ..core import settings as S
+        from ..core.map import settings as S
         from ..core.models.loading import DTYPES, load_model
-        from ..core.pipeline import load_prior
+        from ..core.map.pipeline import load_prior
 
         _threads(threads)
         self.model = load_model(model, device=device, dtype=DTYPES[dtype], config=model_config, prompt=prompt,
@@ -36,7 +36,7 @@ class EnhanceWorker:
 
     def run(self, path, prior=None, suffix=None) -> dict:
         """Enhance one photo (under ``prior``, default the worker's; output name ``<stem><suffix>.png``)."""
-        from ..core.imageio import ImageWarning, read_photo, write_photo
+        from ..core.io.imageio import ImageWarning, read_photo, write_photo
         from . import _enhance_one
 
         path = Path(path)
@@ -64,7 +64,7 @@ class CompareWorker:
                                       device=device, **enhance)
 
     def run(self, task) -> dict:
-        from ..core.imageio import read_photo
+        from ..core.io.imageio import read_photo
         from . import _cal_or_native
 
         path, name = Path(task[0]), task[1]
@@ -82,7 +82,7 @@ class UpscaleWorker:
     def __init__(self, *, model, lora, prior, weights_dir, device, tile, overlap, out, protect=(), threads=None,
                  loaded=None):
         from ..core import sr
-        from ..core.pipeline import load_prior
+        from ..core.map.pipeline import load_prior
 
         _threads(threads)
         self.model = loaded if loaded is not None else sr.load_upscaler(model, device=device)
@@ -97,7 +97,7 @@ class UpscaleWorker:
         import torch.nn.functional as F
 
         from ..core import sr
-        from ..core.imageio import ImageWarning, read_photo, write_photo
+        from ..core.io.imageio import ImageWarning, read_photo, write_photo
         from . import _cal_or_native, _scale_of
 
         path = Path(path)

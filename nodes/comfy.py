@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..core._grad import autograd_safe
+from ..core.autograd import autograd_safe
 from ..core.models.base import Denoiser
 from . import comfy_flow, comfy_grad
 

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..core.settings import ASCENT, INVERT
+from ..core.map.settings import ASCENT, INVERT
 from . import comfy, comfy_flow, comfy_grad, memory
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
@@ -205,7 +205,7 @@ class LatentMAPAscent(Node):
 
 def _check_size(shape) -> None:
     """Before the slow part: the ascent scores the image and reports its SSIM, which need a minimum size."""
-    from ..core.imageio import MIN_SIDE
+    from ..core.io.imageio import MIN_SIDE
     h, w = shape[-2:]
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"the image is {w}x{h} pixels; Latent MAP Ascent needs at least {MIN_SIDE}x{MIN_SIDE}: "

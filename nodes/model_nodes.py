@@ -46,7 +46,7 @@ class _Padded(torch.nn.Module):
         self.net, self.multiple = net, max(int(multiple), 1)
 
     def forward(self, x, *args):
-        from ..core.padding import pad_to_multiple
+        from ..core.map.padding import pad_to_multiple
 
         x, (h, w) = pad_to_multiple(x, self.multiple)
         return self.net(x, *args)[..., :h, :w]

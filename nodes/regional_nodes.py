@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from ..core import regions as R
+from ..core.quality import regions as R
 from . import memory
 from .schema import Input, Node, Output, Schema
 from .types import CATEGORY, IQA_PRIOR
@@ -137,7 +137,7 @@ class IQARegionalPrompt(Node):
             return 100.0 * (1.0 - m[0].clamp(0, 1)), "the quality_map input"
         if prior is None:
             raise ValueError("IQA Regional Prompt: connect a prior (Load IQA Prior) or a quality_map (IQA Quality Map)")
-        from ..core.qmap import quality_map as qmap
+        from ..core.quality.qmap import quality_map as qmap
         memory.ready(prior)
         qm = qmap(prior, img.to(prior.device), window=window, stride=stride)
         from ..core.priors.base import is_calibrated

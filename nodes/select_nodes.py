@@ -44,7 +44,7 @@ class IQASelect(Node):
     @classmethod
     def execute(cls, images, prior, mode="argmax", temperature=5.0, seed=0, tile=128, overlap=32, images_2=None,
                 images_3=None, images_4=None):
-        from ..core import select as S
+        from ..core.quality import select as S
         memory.ready(prior)
         parts = [x for x in (images, images_2, images_3, images_4) if x is not None]
         cands = [c for x in parts for c in _bchw(x)]
@@ -92,7 +92,7 @@ class IQAQualityMap(Node):
 
     @classmethod
     def execute(cls, image, prior, window=48, stride=8, normalise="minmax", invert=False):
-        from ..core.qmap import heatmap, quality_map
+        from ..core.quality.qmap import heatmap, quality_map
         memory.ready(prior)
         img = _bchw(image)
         with torch.inference_mode(False):

@@ -1,4 +1,4 @@
-"""Node inputs generated from the settings metadata (:mod:`iqa_map.core.settings`), and read back.
+"""Node inputs generated from the settings metadata (:mod:`iqa_map.core.map.settings`), and read back.
 
 A node lays out the settings it shows (which are required, in which order:
 saved workflows store widget values by position); any other setting that the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from ..core import settings as S
+from ..core.map import settings as S
 from .schema import Input
 
 _WIDGETS = {bool: "BOOLEAN", int: "INT", float: "FLOAT", str: "COMBO"}

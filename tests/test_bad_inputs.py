@@ -275,7 +275,7 @@ def test_disk_full_mid_batch(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("error", ["torch.OutOfMemoryError", "MemoryError"])
 def test_out_of_memory_in_ascent(tmp_path, capsys, monkeypatch, error):
-    from iqa_map.core import tiling
+    from iqa_map.core.map import tiling
 
     real = tiling.ascend_tiled
 
@@ -302,7 +302,7 @@ def test_out_of_memory_in_ascent(tmp_path, capsys, monkeypatch, error):
 @pytest.mark.parametrize("when", ["ascent", "write"])
 def test_ctrl_c_mid_batch(tmp_path, capsys, monkeypatch, when):
     """Ctrl-C during the 2nd of 3 images: inside its ascent, or while its PNG is being written."""
-    from iqa_map.core import tiling
+    from iqa_map.core.map import tiling
 
     src, inputs = _batch(tmp_path)
     before = _digest(inputs)

@@ -135,7 +135,7 @@ def test_bench_map_runs_any_model_as_a_latent_method(tmp_path, capsys):
 
 def test_seam_ratio_finds_a_step_only_where_tiles_begin():
     from benchmarks.bench_tiles import seam_ratio
-    from iqa_map.core.tiling import Grid
+    from iqa_map.core.map.tiling import Grid
 
     grid = Grid(64, 64, 32, 8, align=8)
     inp = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -148,7 +148,7 @@ def test_seam_ratio_finds_a_step_only_where_tiles_begin():
 
 def test_tiles_figure_shows_the_photo_whose_pasted_tiles_step_most(tmp_path, capsys):
     from benchmarks import bench_tiles
-    from iqa_map.core.tiling import Grid
+    from iqa_map.core.map.tiling import Grid
 
     saved, grid = tmp_path / "saved", Grid(64, 64, 32, 8, align=8)
     with pytest.raises(SystemExit, match="quality --save"):

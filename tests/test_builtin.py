@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from iqa_map.core import edict
+from iqa_map.core.sampling import edict
 from iqa_map.core.models.builtin import (WEIGHTS_DIR, WEIGHTS_NAME, BuiltinDenoiser, load_builtin, sha256_file,
                                          verify_weights)
 

@@ -62,7 +62,7 @@ def test_builtin_priors_equal_pyiqa_on_dev_photos_and_calibration_set(pyiqa):
 @needs_shared
 def test_nlpd_and_ssim_equal_pyiqa_on_photo_pairs(pyiqa):
     """Photo vs a damaged copy (blur, noise, JPEG), and vs itself."""
-    from iqa_map.core.fullref import NLPD, ssim
+    from iqa_map.core.quality.fullref import NLPD, ssim
     from iqa_map.core.priors.calibration import read_image
     from iqa_map.core.priors.distortions import distort
 

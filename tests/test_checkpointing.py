@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from iqa_map.core import edict
+from iqa_map.core.sampling import edict
 from iqa_map.core.models import checkpointing as C
 from iqa_map.core.models.flow import from_velocity
 

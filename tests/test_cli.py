@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from iqa_map.cli import main
-from iqa_map.core.imageio import ImageError, load_image, save_image
+from iqa_map.core.io.imageio import ImageError, load_image, save_image
 
 
 def _photo(path, size=(40, 32), mode="RGB"):

@@ -369,7 +369,7 @@ def test_flow_gradient_memory_does_not_grow_with_steps():
 
 def test_few_step_preset_climbs_where_the_default_step_overshoots():
     """The tiny AuraFlow at 4 steps: the default momentum step (lr 2) makes the objective fall (the node keeps
-    iteration 0); the few-step preset's learning rate (core.settings.FEW_STEP) makes it rise."""
+    iteration 0); the few-step preset's learning rate (core.map.settings.FEW_STEP) makes it rise."""
     r = _flow("fewstep:auraflow")["fewstep:auraflow"]
     assert max(r["default"][1:]) < r["default"][0], r  # the overshoot the preset is for (the probe can fail)
     assert max(r["preset"][1:]) > r["preset"][0] == r["default"][0], r

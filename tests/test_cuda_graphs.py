@@ -7,8 +7,8 @@ buffers, as a real replay does.
 import pytest
 import torch
 
-from iqa_map.core import edict
-from iqa_map.core.inversion import CountingDenoiser
+from iqa_map.core.sampling import edict
+from iqa_map.core.sampling.inversion import CountingDenoiser
 from iqa_map.core.models import cuda_graphs, from_diffusers
 
 from tiny_models import ddpm_scheduler, pixel_unet, sd_scheduler, sd_unet

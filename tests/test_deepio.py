@@ -1,4 +1,4 @@
-"""16-bit colour PNG/TIFF without OpenCV (core/deepio.py): identical pixels to OpenCV's, every PNG filter type,
+"""16-bit colour PNG/TIFF without OpenCV (core/io/deepio.py): identical pixels to OpenCV's, every PNG filter type,
 the TIFF compressions the pure reader takes, and a clear message for the others."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from iqa_map.core import deepio
-from iqa_map.core import imageio as io_
+from iqa_map.core.io import deepio
+from iqa_map.core.io import imageio as io_
 
 
 def gradient16(h=30, w=41, c=3, seed=0):
@@ -123,7 +123,7 @@ def test_no_opencv_import_anywhere_in_the_photo_path(tmp_path):
     src = tmp_path / "deep.png"
     src.write_bytes(png_with_every_filter(gradient16(c=3)))
     code = ("import sys; sys.modules['cv2'] = None\n"
-            "from iqa_map.core.imageio import read_photo, write_photo\n"
+            "from iqa_map.core.io.imageio import read_photo, write_photo\n"
             f"p = read_photo({str(src)!r}); assert p.bit_depth == 16\n"
             f"write_photo(p.image, {str(tmp_path / 'out.png')!r}, like=p)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

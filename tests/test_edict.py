@@ -3,7 +3,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from iqa_map.core import ddim, edict
+from iqa_map.core.sampling import ddim, edict
 from iqa_map.core.models import from_denoiser, from_diffusers
 from iqa_map.core.models.archs import load_bfcnn
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from iqa_map.core import ddim, edict
+from iqa_map.core.sampling import ddim, edict
 from iqa_map.core.models.flow import FlowSchedule, from_velocity
 from iqa_map.core.models.flow_diffusers import FLOW_PIPELINES, encode_prompt, from_pipeline
 

@@ -6,7 +6,7 @@ import torch
 
 import iqa_map
 from iqa_map.cli import main
-from iqa_map.core.imageio import load_image, save_image
+from iqa_map.core.io.imageio import load_image, save_image
 from iqa_map.core.models.flow_diffusers import FluxDenoiser, SD3Denoiser
 from iqa_map.core.models.loading import load_model
 from iqa_map.core.priors.base import Prior

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 from iqa_map.cli import main
-from iqa_map.core import imageio as io_
+from iqa_map.core.io import imageio as io_
 
 ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 FAST = ["--prior", "brisque", "--steps", "2", "--strength", "0.3", "--iterations", "1", "--fidelity", "mse"]
@@ -208,7 +208,7 @@ def test_animation_uses_its_first_frame_and_says_so(tmp_path):
 
 def test_elongated_photos_load_and_tile(tmp_path):
     from iqa_map.core.models import load_builtin
-    from iqa_map.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_grid
+    from iqa_map.core.map.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_grid
 
     x = np.linspace(0, 255, 12000, dtype=np.float32)
     Image.fromarray(np.broadcast_to(x.astype(np.uint8)[None, :, None], (400, 12000, 3)).copy()).save(

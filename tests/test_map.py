@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from iqa_map.core import edict
+from iqa_map.core.sampling import edict
 from iqa_map.core import map as M
 from iqa_map.core.models import from_diffusers
 from iqa_map.core.models.codec import VAECodec
@@ -229,7 +229,7 @@ def test_report_records_the_learning_rate_taken():
 
 def test_cosine_schedule_anneals_each_step():
     """Adam on a constant-sign gradient moves every pixel by lr per step, so the steps trace the schedule."""
-    from iqa_map.core.optim import lr_factor
+    from iqa_map.core.map.optim import lr_factor
 
     def steps(schedule):
         seen = []
@@ -296,7 +296,7 @@ def test_pixel_baseline_with_nlpd_starts_finite():
 def test_smooth_nlpd_matches_pyiqa_and_has_a_gradient_at_zero():
     from pyiqa.archs.nlpd_arch import NLPD
 
-    from iqa_map.core.objective import SmoothNLPD
+    from iqa_map.core.map.objective import SmoothNLPD
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=g)
@@ -314,7 +314,7 @@ def test_fidelity_weights_above_one_add_a_hold_without_loosening_the_rest(name):
     Scaling the deviation inside NLPD's band norm instead would make a change in the
     weight-1 half cheaper once the other half has moved (sqrt of the band mean).
     """
-    from iqa_map.core.objective import Fidelity
+    from iqa_map.core.map.objective import Fidelity
 
     g = torch.Generator().manual_seed(1)
     ref = torch.rand(1, 3, 64, 64, generator=g)

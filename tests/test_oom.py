@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iqa_map.core import oom
+from iqa_map.core import runtime as oom
 from iqa_map.core.sr.model import upscale
 
 
@@ -87,14 +87,14 @@ def small_floor(monkeypatch):
     """A 16-pixel floor, so the pixel test model's tiles stay cheap on the CPU."""
     import functools
 
-    from iqa_map.core import tiling
+    from iqa_map.core.map import tiling
     monkeypatch.setattr(tiling, "halving_retry", functools.partial(oom.halving_retry, min_tile=16))
 
 
 def test_tiled_ascent_halves_the_tile_on_oom_and_equals_the_small_tile_run(small_floor):
     from test_map import FAST, Brightness, _pixel_model
 
-    from iqa_map.core.tiling import ascend_tiled
+    from iqa_map.core.map.tiling import ascend_tiled
 
     den = _pixel_model()
     x = torch.rand(1, 3, 40, 32, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
@@ -109,7 +109,7 @@ def test_tiled_ascent_halves_the_tile_on_oom_and_equals_the_small_tile_run(small
 def test_tiled_ascent_gives_up_at_the_floor_with_what_to_do(small_floor):
     from test_map import FAST, Brightness, _pixel_model
 
-    from iqa_map.core.tiling import ascend_tiled
+    from iqa_map.core.map.tiling import ascend_tiled
 
     with pytest.raises(RuntimeError, match=r"in MAP ascent even with 16-pixel tiles \(CUDA out of memory\. .*\): "
                                            "free GPU"):
@@ -120,7 +120,7 @@ def test_tiled_ascent_gives_up_at_the_floor_with_what_to_do(small_floor):
 def test_quality_map_halves_the_batch_on_oom_and_keeps_the_map():
     from test_map import Brightness
 
-    from iqa_map.core.qmap import quality_map
+    from iqa_map.core.quality.qmap import quality_map
 
     class OOMOverBatch(_OOMAbove):
         def _check(self, img):

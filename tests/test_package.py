@@ -13,7 +13,7 @@ from helpers import REPO
 
 
 def test_core_import_does_not_import_comfyui():
-    code = ("import sys, iqa_map.core.edict, iqa_map.core.models, iqa_map.core.ddim; "
+    code = ("import sys, iqa_map.core.sampling.edict, iqa_map.core.models, iqa_map.core.sampling.ddim; "
             "bad = [m for m in sys.modules if m == 'comfy' or m.startswith('comfy.') or m == 'folder_paths']; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
@@ -41,7 +41,7 @@ def test_pack_loads_under_any_folder_name(tmp_path):
         "assert 'comfy_api' not in sys.modules, 'ComfyUI API imported before ComfyUI asked for the nodes'\n"
         "assert 'iqa_map' not in sys.modules, 'the pack must not import itself by its library name'\n"
         "edict = sys.modules['ComfyUI-IQA-MAP-main'].__name__\n"
-        "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.edict')\n"
+        "import importlib; importlib.import_module('ComfyUI-IQA-MAP-main.core.sampling.edict')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
@@ -131,7 +131,7 @@ def test_the_version_is_declared_once_and_the_changelog_names_it():
 
 def test_the_library_entry_points_are_at_the_top():
     import iqa_map
-    from iqa_map.core import pipeline, settings
+    from iqa_map.core.map import pipeline, settings
 
     assert iqa_map.enhance is pipeline.enhance and iqa_map.MapSettings is settings.MapSettings
     with pytest.raises(AttributeError):
@@ -148,7 +148,7 @@ def test_core_modules_are_small_or_say_why():
 
 #: What a published package must hold, and what it must not (tests, benchmarks, training, tools, figures).
 PACKAGE_MUST = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "requirements.txt",
-                "nodes/v3.py", "core/settings.py", "cli/__init__.py", "web/js/iqa_score.js",
+                "nodes/v3.py", "core/map/settings.py", "cli/__init__.py", "web/js/iqa_score.js",
                 "core/models/weights/builtin_denoiser.safetensors", "core/priors/data/cnniqa_builtin.safetensors")
 PACKAGE_MUST_NOT = ("tests/", "benchmarks/", "training/", "tools/", ".ci/", "Makefile")
 

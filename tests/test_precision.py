@@ -5,8 +5,8 @@ import logging
 import torch
 
 from iqa_map.core import map as M
-from iqa_map.core import precision
-from iqa_map.core.tiling import Grid
+from iqa_map.core.sampling import precision
+from iqa_map.core.map.tiling import Grid
 
 from test_map import _img, _pixel_model
 

@@ -295,7 +295,7 @@ def test_one_answer_to_is_calibrated_for_fused_and_multiscale_priors():
     and every caller (comparable score, quality maps) treats it as calibrated."""
     from iqa_map.core import priors
     from iqa_map.core.map import comparable_score
-    from iqa_map.core.qmap import quality_map
+    from iqa_map.core.quality.qmap import quality_map
 
     niqe, piqe = priors.load("niqe"), priors.load("piqe")
     fused = priors.fuse([(niqe, 1.0), (piqe, 1.0)])

@@ -14,7 +14,7 @@ import torch
 
 from iqa_map.core import priors
 from iqa_map.core.priors.base import textureless
-from iqa_map.core.qmap import quality_map
+from iqa_map.core.quality.qmap import quality_map
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PHOTO = SHARED / "images" / "dev" / "101085.png"

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from iqa_map.cli import main
-from iqa_map.core import batch
+from iqa_map.core.map import batch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'iqa-map[ray]'")
 pytestmark = pytest.mark.slow

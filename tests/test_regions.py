@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from iqa_map.core import regions as R
+from iqa_map.core.quality import regions as R
 
 
 def known_map():

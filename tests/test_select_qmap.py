@@ -10,13 +10,13 @@ from PIL import Image
 from iqa_map.nodes import NODES as N
 from iqa_map.cli import main
 from iqa_map.core import priors
-from iqa_map.core import select as S
+from iqa_map.core.quality import select as S
 from iqa_map.core.map import comparable_score
 from iqa_map.core.priors.base import Prior
 from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
-from iqa_map.core.drawing import heatmap
-from iqa_map.core.metrics import roc_auc
-from iqa_map.core.qmap import otsu_threshold, quality_map
+from iqa_map.core.io.drawing import heatmap
+from iqa_map.core.quality.metrics import roc_auc
+from iqa_map.core.quality.qmap import otsu_threshold, quality_map
 
 
 def _photo(crop=96):
@@ -80,7 +80,7 @@ class MidGray(Prior):
 def _seam_ratio(out, base, choice, tile, overlap):
     """Mean gradient magnitude near borders between tiles that chose differently, over elsewhere,
     relative to the same ratio of the base image (1.0 = no seam)."""
-    from iqa_map.core.tiling import Grid
+    from iqa_map.core.map.tiling import Grid
     h, w = out.shape[-2:]
     grid = Grid(h, w, tile, overlap)
     ys, xs = grid.rows, grid.cols

@@ -5,7 +5,7 @@ import typing
 import pytest
 
 from iqa_map.cli import options, parser
-from iqa_map.core import settings as S
+from iqa_map.core.map import settings as S
 
 RECORDS = (S.MapSettings, S.TileSettings)
 FIELDS = [(cls, f, opt) for cls in RECORDS for f, opt in S.options(cls)]

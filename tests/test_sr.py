@@ -397,7 +397,7 @@ def test_finetune_node_returns_a_working_upscaler(tmp_path):
 
 
 def test_quality_weight_follows_w_of_q(tmp_path):
-    from iqa_map.core.qmap import loss_weight
+    from iqa_map.core.quality.qmap import loss_weight
 
     q = torch.tensor([[10.0, 20.0], [30.0, 50.0]]).view(1, 1, 2, 2)
     assert torch.allclose(loss_weight(q), torch.tensor([[1.0, 0.75], [0.5, 0.0]]).view(1, 1, 2, 2))

@@ -10,8 +10,8 @@ from PIL import Image
 
 from iqa_map.cli import main
 from iqa_map.core import map as M
-from iqa_map.core import tiling
-from iqa_map.core.tiling import Grid, ascend_tiled, tile_grid
+from iqa_map.core.map import tiling
+from iqa_map.core.map.tiling import Grid, ascend_tiled, tile_grid
 
 from test_map import FAST, Brightness, _pixel_model
 
@@ -112,7 +112,7 @@ def test_each_tile_is_ascend_on_its_crop_and_the_report_adds_them_up():
 
 def test_very_large_photos_are_scored_tile_by_tile(monkeypatch):
     """Beyond WHOLE_SCORE_TILES tiles' area the report's scores are the area-weighted mean over the tiles."""
-    from iqa_map.core import tiling
+    from iqa_map.core.map import tiling
 
     den, x = _pixel_model(), _img(40, 40)
     whole = ascend_tiled(den, x, Brightness(), tile=24, overlap=6, **FAST)

@@ -89,7 +89,7 @@ def test_a_workflow_saved_before_the_newer_inputs_runs_with_their_defaults():
     values, and the missing ones fall back to the library's defaults."""
     from comfy_harness import ui_to_api
 
-    from iqa_map.core.settings import ASCENT
+    from iqa_map.core.map.settings import ASCENT
     from iqa_map.nodes.settings_inputs import settings_from_inputs
 
     info = {k: {"input": cls.INPUT_TYPES()} for k, cls in NODES.items()}

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from .._grad import autograd_vjp
+from ..autograd import autograd_vjp
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:

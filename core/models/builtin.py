@@ -162,7 +162,7 @@ def edm_coefficients(sigma: torch.Tensor, sigma_data: float):
 
 def padded_forward(net: BuiltinUNet, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
     """``net`` on any image size: reflect-pad to the network's multiple, run, crop back."""
-    from ..padding import pad_to_multiple
+    from ..map.padding import pad_to_multiple
 
     x, (h, w) = pad_to_multiple(x, net.multiple)
     return net(x, c_noise)[..., :h, :w]

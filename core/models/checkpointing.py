@@ -1,7 +1,7 @@
 """Activation checkpointing of a transformer's blocks, for gradients through DiT-scale models.
 
 The reversible sampler's memory is one network evaluation's graph (see
-:mod:`~iqa_map.core.edict`), but for a 12B transformer at 4096 image tokens
+:mod:`~iqa_map.core.sampling.edict`), but for a 12B transformer at 4096 image tokens
 that graph alone is tens of GB: every block keeps its attention and MLP
 activations for the backward pass. :func:`checkpoint_blocks` makes each block
 keep only its input and recompute the rest when its gradient is needed

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._grad import autograd_vjp
+from ..autograd import autograd_vjp
 
 log = logging.getLogger("iqa_map")
 

@@ -127,7 +127,7 @@ class FlowDenoiser(Denoiser):
 
     multiple = 1
     patch = 2
-    #: :func:`~iqa_map.core.inversion.invert` passes the latent's shape to :meth:`sigmas` (dynamic shift).
+    #: :func:`~iqa_map.core.sampling.inversion.invert` passes the latent's shape to :meth:`sigmas` (dynamic shift).
     shape_dependent_schedule = True
 
     def __init__(self, schedule: Optional[FlowSchedule] = None):

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..imageio import IMAGE_SUFFIXES
+from ..io.imageio import IMAGE_SUFFIXES
 from .base import Calibration, Prior
 
 DEFAULTS_FILE = Path(__file__).with_name("data") / "calibration.json"
@@ -82,7 +82,7 @@ def save(name: str, calibration: Calibration, path: str | os.PathLike, **info) -
 def read_image(path: str | os.PathLike) -> torch.Tensor:
     """RGB image file -> float tensor [1,3,H,W] in [0,1]: the project's one reader (:func:`..imageio.load_image`,
     EXIF orientation and colour profiles applied), without a minimum size."""
-    from ..imageio import load_image
+    from ..io.imageio import load_image
     return load_image(path, min_side=1)
 
 

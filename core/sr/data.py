@@ -88,7 +88,7 @@ def quality_weight(prior, lr: torch.Tensor, size: tuple, floor: float = 0.1, win
     """Per-pixel loss weight of one photo from the quality map of its LR input (what the model sees):
     ``floor + (1 - floor) * w(q)`` with AdaQual-Diff's ``w(q) = (q_max - q) / (q_max - q_min)``, so
     damaged regions weigh most; resized to the target's ``size`` and scaled to mean 1."""
-    from ..qmap import loss_weight, quality_map, resize_like
+    from ..quality.qmap import loss_weight, quality_map, resize_like
 
     m = quality_map(prior, lr[None], window=min(window, *lr.shape[-2:]), stride=stride)
     w = floor + (1.0 - floor) * loss_weight(m.scores)
@@ -98,7 +98,7 @@ def quality_weight(prior, lr: torch.Tensor, size: tuple, floor: float = 0.1, win
 
 def find_candidates(hr: Path, folder: Path | None) -> list[Path]:
     """``<stem>_*.png|jpg|...`` beside the HR photo and in ``folder``, sorted by name."""
-    from ..imageio import IMAGE_SUFFIXES
+    from ..io.imageio import IMAGE_SUFFIXES
 
     found = []
     for d in {hr.parent, *( [folder] if folder else [])}:
@@ -109,7 +109,7 @@ def find_candidates(hr: Path, folder: Path | None) -> list[Path]:
 def probabilities(mode: str, scores: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """Image-level probability of each candidate under ``mode`` (``amo`` chooses per crop, see
     :func:`choose_by_crop`)."""
-    from ..select import probabilities as softmax
+    from ..quality.select import probabilities as softmax
 
     n = 1 if scores is None else len(scores)
     if mode == "orig" or n == 1:
@@ -246,7 +246,7 @@ def load_samples(hr_dir, candidates_dir=None, generate: Sequence[str] = (), limi
     """The HR photos of a folder (EXIF orientation applied) with their candidates: files ``<stem>_*`` beside
     each photo or in ``candidates_dir`` (same size as the photo, else a clear error), plus ``generate``
     (``"sharpen"``: the photo unsharp-masked at :data:`SHARPEN_AMOUNTS`)."""
-    from ..imageio import find_images, load_image
+    from ..io.imageio import find_images, load_image
 
     hr_dir = Path(hr_dir)
     if not hr_dir.is_dir():
@@ -287,7 +287,7 @@ def load_samples(hr_dir, candidates_dir=None, generate: Sequence[str] = (), limi
 def load_lr(samples: list, lr_dir, hr_dir, scale: int) -> None:
     """Use given LR photos (same stem as each HR photo, in ``lr_dir``) instead of bicubic downscaling; the HR
     photo must be exactly ``scale`` times the LR one (cropped to a multiple of the scale)."""
-    from ..imageio import IMAGE_SUFFIXES, load_image
+    from ..io.imageio import IMAGE_SUFFIXES, load_image
 
     lr_dir = Path(lr_dir)
     if not lr_dir.is_dir():

@@ -90,7 +90,7 @@ def upscale(model, img: torch.Tensor, tile: int = 512, overlap: int = 32, callba
     overlapping tiles (``tile=0``: never). ``model`` is a descriptor (its scale) or ``(module, scale)``.
     Gradients flow when enabled (training crops are never tiled). An out-of-memory error halves the tile and
     runs again (:func:`..oom.halving_retry`; ``on_oom`` frees memory first, e.g. ComfyUI's soft_empty_cache)."""
-    from ..oom import halving_retry
+    from ..runtime import halving_retry
 
     first = tile or max(img.shape[-2:])
     return halving_retry(lambda t: _upscale(model, img, 0 if t >= max(img.shape[-2:]) and not tile else t,

@@ -1,5 +1,5 @@
 """SR fine-tuning settings as data: one declaration per option, read by the library, ``iqa-map sr-finetune``
-and the IQA Fine-tune Upscaler node (the :class:`~iqa_map.core.settings.Option` metadata of MapSettings).
+and the IQA Fine-tune Upscaler node (the :class:`~iqa_map.core.map.settings.Option` metadata of MapSettings).
 
 One default for every base (issue 39): the hack guard is on (held-out judges with early stop and the
 best checkpoint kept, the scale-periodic penalty, the IQA gradient balanced against fidelity's).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..settings import check, option
+from ..map.settings import check, option
 from .data import DEGRADATIONS, SELECTIONS
 from .lora import TARGET_KINDS, LoraSpec
 
@@ -125,5 +125,5 @@ class SRSettings:
 
 def fields():
     """(field, option) of every setting, in declaration order."""
-    from ..settings import options
+    from ..map.settings import options
     return list(options(SRSettings))

@@ -108,7 +108,7 @@ def finetune(base, sampler: PairSampler, prior=None, settings: SRSettings | None
     judges, default those ``settings.judges`` names. ``callback(info)`` after each step (``info``: step, steps,
     loss terms, q, ``preview``: the step's first SR crop, ``eval``: a held-out evaluation when one ran) may raise
     :class:`Interrupted` to stop."""
-    from ..objective import SmoothNLPD
+    from ..map.objective import SmoothNLPD
     from ..priors.base import comparable_score
 
     s = settings or SRSettings()

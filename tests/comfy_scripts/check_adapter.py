@@ -28,7 +28,7 @@ import nodes as core_nodes  # noqa: E402
 from spandrel import ModelLoader  # noqa: E402
 
 from iqa_map.nodes import NODES as N  # noqa: E402
-from iqa_map.core import edict  # noqa: E402
+from iqa_map.core.sampling import edict  # noqa: E402
 
 
 def sdxl_model():

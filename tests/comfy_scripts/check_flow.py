@@ -32,8 +32,8 @@ import comfy.sd  # noqa: E402
 import comfy.supported_models as SM  # noqa: E402
 import nodes as core_nodes  # noqa: E402
 
-from iqa_map.core import edict  # noqa: E402
-from iqa_map.core._grad import autograd_safe  # noqa: E402
+from iqa_map.core.sampling import edict  # noqa: E402
+from iqa_map.core.autograd import autograd_safe  # noqa: E402
 from iqa_map.nodes import NODES as N  # noqa: E402
 from iqa_map.nodes import comfy as C  # noqa: E402
 from iqa_map.nodes import comfy_grad  # noqa: E402
@@ -293,9 +293,9 @@ def check(name, model, vae, pos, img, prior, steps=4):
 
 
 def few_step(model, vae, pos, img, prior, iterations=2):
-    """The ascent at the default step and at the few-step preset's (core.settings.FEW_STEP: its steps and learning
+    """The ascent at the default step and at the few-step preset's (core.map.settings.FEW_STEP: its steps and learning
     rate), from one inversion at the preset's step count: the objectives of each."""
-    from iqa_map.core.settings import FEW_STEP
+    from iqa_map.core.map.settings import FEW_STEP
     lat, = core_nodes.VAEEncode().encode(vae, img)
     inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=FEW_STEP["steps"],
                                           strength=FEW_STEP["strength"], positive=pos)

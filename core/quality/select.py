@@ -11,9 +11,9 @@ from typing import Sequence, Union
 
 import torch
 
-from ._grad import usable
-from .priors.base import comparable_score
-from .tiling import Grid
+from ..autograd import usable
+from ..priors.base import comparable_score
+from ..map.tiling import Grid
 
 Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]
 MODES = ("argmax", "softmax")

@@ -7,11 +7,11 @@ from typing import Any, Optional
 import torch
 
 from . import ddim, edict
-from ._grad import usable
-from .models.base import Denoiser
-from .models.flow import schedule_for
+from ..autograd import usable
+from ..models.base import Denoiser
+from ..models.flow import schedule_for
 from .precision import wide_dtype
-from .settings import MapSettings
+from ..map.settings import MapSettings
 
 INVERSION_METHODS = ("edict", "ddim")
 

@@ -19,8 +19,8 @@ from typing import Any, Iterator, Optional
 
 from .objective import DEFAULT_WEIGHT
 from .optim import LR_SCHEDULES, OPTIMISERS, default_lr
-from .models.checkpointing import MODES as CHECKPOINTING
-from .qmap import WEIGHT_NORMALISATIONS
+from ..models.checkpointing import MODES as CHECKPOINTING
+from ..quality.qmap import WEIGHT_NORMALISATIONS
 
 HACK_REFERENCES = ("peak", "start")  # what a monitor's fall is measured from (the default first)
 LATENT_UNITS = ("vp", "ve")  # the coordinates the latent pair is optimised in (the default first)
@@ -230,7 +230,7 @@ def resolve_lr(s: MapSettings) -> MapSettings:
 
 @dataclasses.dataclass
 class TileSettings:
-    """How a photo larger than one tile is split (:func:`~iqa_map.core.tiling.ascend_tiled`)."""
+    """How a photo larger than one tile is split (:func:`~iqa_map.core.map.tiling.ascend_tiled`)."""
     tile: int = option(768, "enhance photos larger than this many pixels a side in overlapping tiles of this size, "
                        "one at a time, blended without seams: memory stays that of one tile (3-3.5 GiB on the CPU at "
                        "768 with the built-in model); 0 = never tile", "tiling", range=(0, 1 << 20), metavar="PIXELS",

@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._grad import autograd_on, outside_inference_mode
-from .models.base import Denoiser
+from ..autograd import autograd_on, outside_inference_mode
+from ..models.base import Denoiser
 from .precision import wide_dtype
 
 Pair = Tuple[torch.Tensor, torch.Tensor]

@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from .metrics import psnr, ssim
+from ..quality.metrics import psnr, ssim
 from .optim import lr_factor, make as make_optimiser
-from .priors.base import comparable_score
-from .priors.fusion import FusedPrior
+from ..priors.base import comparable_score
+from ..priors.fusion import FusedPrior
 from .settings import MapSettings
 
 

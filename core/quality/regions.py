@@ -209,7 +209,7 @@ def preview(part: Partition, image: Optional[torch.Tensor] = None, alpha: float 
     white, each region's number at its centre."""
     from PIL import Image, ImageDraw
 
-    from .drawing import turbo as _turbo
+    from ..io.drawing import turbo as _turbo
 
     lab = part.labels.numpy()
     qual = np.zeros(lab.shape)

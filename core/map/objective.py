@@ -34,7 +34,7 @@ class Fidelity(torch.nn.Module):
         if name == "nlpd":
             self.metric = SmoothNLPD()
         elif name == "ssim":
-            from .fullref import SSIMDistance
+            from ..quality.fullref import SSIMDistance
 
             self.metric = SSIMDistance()
 
@@ -71,7 +71,7 @@ class SmoothNLPD(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from .fullref import NLPD
+        from ..quality.fullref import NLPD
 
         self.net = NLPD(eps=1e-12)
 

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from .ascent import MapResult, adaptive_weight, ascend, check_image
 from .loop import Report, named_scores
-from .metrics import psnr, ssim
-from ._grad import usable
-from .models.codec import PixelCodec
-from .oom import halving_retry
-from .precision import wide_dtype
+from ..quality.metrics import psnr, ssim
+from ..autograd import usable
+from ..models.codec import PixelCodec
+from ..runtime import halving_retry
+from ..sampling.precision import wide_dtype
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)

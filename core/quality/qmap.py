@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._grad import usable
-from .oom import halving_retry
-from .priors.base import comparable_score, is_calibrated, textureless
-from .drawing import heatmap  # noqa: F401 - kept importable here until the nodes import it from drawing
+from ..autograd import usable
+from ..runtime import halving_retry
+from ..priors.base import comparable_score, is_calibrated, textureless
+from ..io.drawing import heatmap  # noqa: F401 - kept importable here until the nodes import it from drawing
 
 NORMALISE = ("minmax", "absolute")
 

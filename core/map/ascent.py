@@ -4,7 +4,7 @@
 samples it back and decodes it; gradients come through the reversible path at
 constant memory. :func:`ascend_pixels` runs the same loop directly on pixels,
 the naive baseline that invites adversarial patterns. The loop itself is
-:func:`~iqa_map.core.loop.optimise`; the settings are :mod:`~iqa_map.core.settings`.
+:func:`~iqa_map.core.map.loop.optimise`; the settings are :mod:`~iqa_map.core.map.settings`.
 """
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import ddim, edict
-from ._grad import autograd_on, autograd_safe, usable
-from .inversion import CountingDenoiser, Inversion, invert
+from ..sampling import ddim, edict
+from ..autograd import autograd_on, autograd_safe, usable
+from ..sampling.inversion import CountingDenoiser, Inversion, invert
 from .loop import Report, optimise
-from .models.base import Denoiser
-from .models.checkpointing import checkpoint_blocks, checkpoint_codec, use_checkpointing
-from .models.codec import PixelCodec
+from ..models.base import Denoiser
+from ..models.checkpointing import checkpoint_blocks, checkpoint_codec, use_checkpointing
+from ..models.codec import PixelCodec
 from .objective import DEFAULT_WEIGHT, Fidelity
 from .padding import pad_to_multiple
-from .priors.base import comparable_score
+from ..priors.base import comparable_score
 from .settings import MapSettings, resolve_lr
 
 
@@ -219,8 +219,8 @@ def ascend_inversion(
 
 def adaptive_weight(prior, s: MapSettings, ref: torch.Tensor, size) -> torch.Tensor:
     """Quality-adaptive fidelity: the weight drawn from the map of the (unpadded) input, padded like ``ref``."""
-    from . import priors as P
-    from .qmap import quality_map
+    from .. import priors as P
+    from ..quality.qmap import quality_map
     map_prior = prior if s.adaptive_fidelity == "prior" else P.load(s.adaptive_fidelity, device=ref.device)
     qm = quality_map(map_prior, ref[..., : size[0], : size[1]], window=s.adaptive_window, stride=s.adaptive_stride)
     w = qm.weight_map(s.adaptive_floor, normalise=s.adaptive_normalise).to(ref.device)

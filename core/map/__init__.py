@@ -5,12 +5,11 @@ Each lives in its own module (``settings``, ``inversion``, ``ascent``, ``loop``,
 gives the whole method.
 """
 from .ascent import MapResult, adaptive_weight, ascend, ascend_inversion, ascend_pixels, check_image, vp_scale
-from .inversion import INVERSION_METHODS, CountingDenoiser, Inversion, invert
+from ..sampling.inversion import INVERSION_METHODS, CountingDenoiser, Inversion, invert
 from .loop import Interrupted, Report, jsonable, named_scores, optimise
-from .metrics import psnr, ssim
-from .priors.base import comparable_score
-from .settings import (HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings, TileSettings, preset,
-                       resolve_lr)
+from ..quality.metrics import psnr, ssim
+from ..priors.base import comparable_score
+from .settings import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings, TileSettings, preset, resolve_lr
 
 __all__ = ["HACK_REFERENCES", "INVERSION_METHODS", "LATENT_UNITS", "PRESETS", "CountingDenoiser", "Interrupted",
            "Inversion", "MapResult", "MapSettings", "Report", "TileSettings", "adaptive_weight", "ascend",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .priors.imgproc import filter2, gaussian_window, luma_yiq, symmetric_pad
+from ..priors.imgproc import filter2, gaussian_window, luma_yiq, symmetric_pad
 
 #: The pyramid's low-pass filter (outer product of [0.05, 0.25, 0.4, 0.25, 0.05]), as published.
 NLPD_FILTER = ((0.0025, 0.0125, 0.0200, 0.0125, 0.0025),

@@ -1,9 +1,9 @@
 """One call from a photo to its enhanced version: :func:`enhance`.
 
 It loads what it is given by name (model, prior, monitors), picks the settings
-(a preset, a :class:`~iqa_map.core.settings.MapSettings`, keyword overrides),
+(a preset, a :class:`~iqa_map.core.map.settings.MapSettings`, keyword overrides),
 splits a large photo into tiles, and returns the result with its typed
-:class:`~iqa_map.core.loop.Report`. The command line, ``make demo`` and the
+:class:`~iqa_map.core.map.loop.Report`. The command line, ``make demo`` and the
 benchmarks call it; for a batch, load the model and priors once
 (:func:`load_model`, :func:`load_prior`) and pass the objects.
 """
@@ -15,8 +15,8 @@ import torch
 
 from . import tiling
 from .ascent import MapResult, check_image
-from .models import loading
-from .models.loading import DTYPES, LoadedModel, load_model
+from ..models import loading
+from ..models.loading import DTYPES, LoadedModel, load_model
 from .settings import MapSettings, TileSettings, preset
 
 __all__ = ["DTYPES", "enhance", "load_model", "load_prior"]
@@ -36,7 +36,7 @@ def _split_weight(spec: str) -> tuple[str, float]:
 def load_prior(specs: Union[str, Sequence[str], None] = "builtin", *, fusion: str = "mean", weights_dir=None,
                device=None):
     """One prior from names (``"niqe"``, or ``["niqe:2", "brisque"]`` fused on calibrated scores)."""
-    from . import priors
+    from .. import priors
 
     specs = [specs] if isinstance(specs, str) else list(specs or ["builtin"])
     loaded = [(priors.load(n, weights_dir=weights_dir, device=device), w) for n, w in map(_split_weight, specs)]

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from ._grad import outside_inference_mode
+from ..autograd import outside_inference_mode
 from .edict import _sigma_list
-from .models.base import Denoiser
+from ..models.base import Denoiser
 
 
 @outside_inference_mode

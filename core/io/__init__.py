@@ -1,0 +1,1 @@
+"""Reading, writing and drawing images (8/16-bit PNG, TIFF, contact sheets, heatmaps)."""

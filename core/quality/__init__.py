@@ -1,0 +1,1 @@
+"""Where quality is measured: spatial quality maps, IQA-guided selection, regions, metrics."""
