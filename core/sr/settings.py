@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..map.settings import check, option
+from ..options import check, option
 from .data import DEGRADATIONS, SELECTIONS
 from .lora import TARGET_KINDS, LoraSpec
 
