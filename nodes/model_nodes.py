@@ -1,7 +1,6 @@
 """Pixel-space diffusion models as MODEL (+ pass-through VAE): the built-in model and Gaussian denoisers."""
 from __future__ import annotations
 
-import torch
 
 from . import comfy, memory
 from .schema import Input, Node, Output, Schema
@@ -29,49 +28,6 @@ class LoadBuiltinPriorModel(Node):
         return (CoreModel(den, "IQA-MAP built-in"), PassthroughVAE())
 
 
-#: spandrel architecture id -> (how the noise level is given, trained noise range in /255)
-_DENOISERS = {
-    "DnCNN": ("blind", 55.0),
-    "DRUNet": ("channel", 50.0),
-    "SCUNet": ("blind", 50.0),
-    "FFDNet": ("argument", 75.0),
-}
-
-
-class _Padded(torch.nn.Module):
-    """Pads inputs to the network's size multiple (reflect) and crops the output back."""
-
-    def __init__(self, net: torch.nn.Module, multiple: int):
-        super().__init__()
-        self.net, self.multiple = net, max(int(multiple), 1)
-
-    def forward(self, x, *args):
-        from ..core.map.padding import pad_to_multiple
-
-        x, (h, w) = pad_to_multiple(x, self.multiple)
-        return self.net(x, *args)[..., :h, :w]
-
-
-def denoiser_from_spandrel(descriptor, max_noise_level: float | None = None, min_noise_level: float = 0.0):
-    """A spandrel Gaussian denoiser (DnCNN, FDnCNN, DRUNet, SCUNet, FFDNet) as a core denoiser."""
-    from ..core.models import from_denoiser
-    arch = getattr(getattr(descriptor, "architecture", None), "id", None) or type(descriptor).__name__
-    net = getattr(descriptor, "model", None)
-    if arch not in _DENOISERS or net is None:
-        raise ValueError(f"'{arch}' is not a Gaussian denoiser IQA-MAP can use as a diffusion model; supported: "
-                         f"{', '.join(_DENOISERS)} (loaded with Load Upscale Model)")
-    mode, trained_max = _DENOISERS[arch]
-    if arch == "DnCNN" and getattr(net, "mode", "DnCNN") == "FDnCNN":
-        mode = "channel"
-    if getattr(descriptor, "scale", 1) != 1:
-        raise ValueError(f"this {arch} model upscales x{descriptor.scale}; a denoiser must keep the size")
-    multiple = getattr(getattr(descriptor, "size_requirements", None), "multiple_of", 1) or 1
-    sigma_max = (max_noise_level if max_noise_level else trained_max) / 255.0
-    sigma_input = {"blind": False, "channel": "channel", "argument": True}[mode]
-    net = _Padded(net.eval().requires_grad_(False), multiple)
-    return from_denoiser(net, min_noise_level / 255.0, sigma_max, sigma_input=sigma_input), arch
-
-
 class DenoiserAsDiffusionModel(Node):
     SCHEMA = Schema(
         node_id="IQAMAP_DenoiserAsDiffusionModel", display_name="Denoiser as Diffusion Model", category=CATEGORY,
@@ -92,6 +48,8 @@ class DenoiserAsDiffusionModel(Node):
 
     @classmethod
     def execute(cls, upscale_model, max_noise_level=0.0, min_noise_level=0.5):
+        from ..core.models.spandrel_denoiser import denoiser_from_spandrel
+
         den, arch = denoiser_from_spandrel(upscale_model, max_noise_level or None, min_noise_level)
         memory.manage(den.network, comfy.default_device())
         return (CoreModel(den, f"{arch} denoiser"),)

@@ -237,7 +237,7 @@ class _EchoDRUNet(torch.nn.Module):
 
 
 def test_denoiser_as_diffusion_model_follows_spandrel_conventions():
-    from iqa_map.nodes.model_nodes import denoiser_from_spandrel
+    from iqa_map.core.models.spandrel_denoiser import denoiser_from_spandrel
     net = _EchoDRUNet()
     desc = SimpleNamespace(architecture=SimpleNamespace(id="DRUNet"), model=net, scale=1,
                            size_requirements=SimpleNamespace(multiple_of=8))

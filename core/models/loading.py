@@ -27,6 +27,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def load_model(spec: str = "builtin", device=None, dtype=torch.float32, config=None, prompt: str = "",
                cuda_graphs: bool = True, compile: bool = False) -> LoadedModel:
     """``builtin``; ``bfcnn:<file.safetensors>`` (a bias-free CNN denoiser, noise std 0..100/255);
+    ``denoiser:<file>`` (a Gaussian denoiser spandrel reads: DnCNN, DRUNet, SCUNet, FFDNet, in its trained range);
     a diffusers Stable Diffusion 1.x/2.x, Flux or SD3 folder (with ``model_index.json``); or a single-file
     SD 1.x/2.x checkpoint.
 
@@ -63,9 +64,17 @@ def _load(spec: str, device: torch.device, dtype, config, prompt: str) -> Loaded
         _no_prompt(spec, prompt)
         net = load_bfcnn(spec[6:], device=device, dtype=dtype)
         return LoadedModel(from_denoiser(net, 0, 100 / 255, residual=True), PixelCodec(), None, f"BF-CNN {spec[6:]}")
+    if spec.startswith("denoiser:"):
+        from .spandrel_denoiser import load_denoiser_file
+
+        _no_prompt(spec, prompt)
+        if not Path(spec[9:]).expanduser().is_file():
+            raise FileNotFoundError(f"denoiser file '{spec[9:]}' not found")
+        den, arch = load_denoiser_file(str(Path(spec[9:]).expanduser()), device=device, dtype=dtype)
+        return LoadedModel(den, PixelCodec(), None, f"{arch} denoiser {spec[9:]}")
     path = Path(spec).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"model '{spec}' not found: use 'builtin', 'bfcnn:<file>', a diffusers "
+        raise FileNotFoundError(f"model '{spec}' not found: use 'builtin', 'bfcnn:<file>', 'denoiser:<file>', a diffusers "
                                 "Stable Diffusion, Flux or SD3 folder or a single-file checkpoint")
     if config is not None and path.is_dir():
         raise ValueError("a model config is for single-file checkpoints; a diffusers folder carries its own")
