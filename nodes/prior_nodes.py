@@ -6,7 +6,7 @@ import torch
 from ..core.priors import FUSION_MODES
 from . import comfy, memory
 from .schema import Input, Node, Output, Schema
-from .types import CATEGORY, IQA_PRIOR
+from .types import CATEGORY, IQA_PRIOR, to_bchw
 
 DEVICES = ["auto", "cpu", "gpu"]
 
@@ -142,7 +142,7 @@ class IQAScore(Node):
     def execute(cls, image, prior):
         from ..core.map import comparable_score
         memory.ready(prior)
-        img = image[..., :3].movedim(-1, 1).float()
+        img = to_bchw(image)
         with torch.no_grad():
             native = prior.native(img).float().cpu()
             comparable = comparable_score(prior, img).float().cpu()

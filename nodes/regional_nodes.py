@@ -8,7 +8,7 @@ import torch
 from ..core.quality import regions as R
 from . import memory
 from .schema import Input, Node, Output, Schema
-from .types import CATEGORY, IQA_PRIOR
+from .types import CATEGORY, IQA_PRIOR, to_bchw, to_image
 
 
 def _encoder(clip):
@@ -94,7 +94,7 @@ class IQARegionalPrompt(Node):
     def execute(cls, clip, image, global_prompt="a photo", high_pool="", low_pool="", tau=50.0, c_min=1, c_max=4,
                 min_area=0.05, method="otsu", levels=3, prior=None, quality_map=None, window=64, stride=16,
                 feather=8.0, strength_min=0.2, strength_max=1.0):
-        img = image[:1, ..., :3].movedim(-1, 1).float()
+        img = to_bchw(image[:1])
         h, w = img.shape[-2:]
         highs, lows = R.parse_pool(high_pool), R.parse_pool(low_pool)
         if not highs or not lows:
@@ -120,7 +120,7 @@ class IQARegionalPrompt(Node):
             f"#{d['region']}: {d['area']:.0%} of the image, quality {d['quality']:.1f} ({d['pool']}), "
             f"strength {d['strength']:.2f}: {d['prompt']}" for d in listing)
         return {"ui": {"text": [text]},
-                "result": (cond, strength.cpu(), preview.movedim(1, -1).cpu(), json.dumps(listing, indent=1))}
+                "result": (cond, strength.cpu(), to_image(preview), json.dumps(listing, indent=1))}
 
     @staticmethod
     def _quality(img, prior, quality_map, window, stride):

@@ -7,11 +7,7 @@ import torch
 
 from . import memory
 from .schema import Input, Node, Output, Schema
-from .types import CATEGORY, IQA_PRIOR
-
-
-def _bchw(image: torch.Tensor) -> torch.Tensor:
-    return image[..., :3].movedim(-1, 1).float()
+from .types import CATEGORY, IQA_PRIOR, to_bchw, to_image
 
 
 class IQASelect(Node):
@@ -47,7 +43,7 @@ class IQASelect(Node):
         from ..core.quality import select as S
         memory.ready(prior)
         parts = [x for x in (images, images_2, images_3, images_4) if x is not None]
-        cands = [c for x in parts for c in _bchw(x)]
+        cands = [c for x in parts for c in to_bchw(x)]
         try:
             stacked = S.stack_candidates(cands)
         except ValueError as e:
@@ -67,7 +63,7 @@ class IQASelect(Node):
             info["tile_choice"] = choice.tolist()
         text = "\n".join(f"#{r + 1}: candidate {i} score {float(sel.scores[i]):.2f}" + (
             f" p={float(sel.probabilities[i]):.3f}" if mode == "softmax" else "") for r, i in enumerate(sel.order))
-        return {"ui": {"text": [text]}, "result": (out.movedim(1, -1).cpu(), index, json.dumps(info))}
+        return {"ui": {"text": [text]}, "result": (to_image(out), index, json.dumps(info))}
 
 
 class IQAQualityMap(Node):
@@ -94,7 +90,7 @@ class IQAQualityMap(Node):
     def execute(cls, image, prior, window=48, stride=8, normalise="minmax", invert=False):
         from ..core.quality.qmap import heatmap, quality_map
         memory.ready(prior)
-        img = _bchw(image)
+        img = to_bchw(image)
         with torch.inference_mode(False):
             qm = quality_map(prior, img.to(prior.device), window=window, stride=stride, normalise=normalise)
             heat = heatmap(qm, img, label=prior.name)
@@ -104,4 +100,4 @@ class IQAQualityMap(Node):
         summary = (f"{prior.name}: window {qm.window}, stride {qm.stride}, window scores {float(s.min()):.2f} to "
                    f"{float(s.max()):.2f}" + (f"; {flat:.0%} flat: not judged, shown at the photo's median"
                                               if flat > 0 else ""))
-        return ((1 - bad if invert else bad).cpu(), heat.movedim(1, -1).cpu(), summary)
+        return ((1 - bad if invert else bad).cpu(), to_image(heat), summary)

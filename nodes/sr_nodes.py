@@ -12,7 +12,7 @@ from ..core.sr.settings import NODE
 from . import memory
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
-from .types import CATEGORY, IQA_PRIOR
+from .types import CATEGORY, IQA_PRIOR, to_bchw
 
 log = logging.getLogger("iqa_map")
 # The settings on the node, generated from SRSettings' metadata; saved workflows store widgets by position, so the
@@ -70,12 +70,12 @@ class IQAFineTuneUpscaler(Node):
         save_to = _save_path(save_name.strip()) if save_name.strip() else None
         with torch.inference_mode(False):
             base = sr.load_upscaler(_usable_descriptor(upscale_model))
-            photos = images[..., :3].movedim(-1, 1).float().clone().cpu()
+            photos = to_bchw(images).clone().cpu()
             samples = []
             for i, hr in enumerate(photos):
                 cands, labels = [hr], ["orig"]
                 if candidates is not None:
-                    c = candidates[..., :3].movedim(-1, 1).float().clone().cpu()
+                    c = to_bchw(candidates).clone().cpu()
                     if c.shape[-2:] != hr.shape[-2:]:
                         raise ValueError(f"IQA Fine-tune Upscaler: candidates are {c.shape[-1]}x{c.shape[-2]} but "
                                          f"the photos {hr.shape[-1]}x{hr.shape[-2]}; candidates must be pixel-"

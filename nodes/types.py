@@ -15,6 +15,16 @@ import torch
 
 from ..core.models.codec import PixelCodec
 
+def to_bchw(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's IMAGE (``[B,H,W,C]``, C >= 3) as core's ``[B,3,H,W]`` float32 (alpha dropped)."""
+    return image[..., :3].movedim(-1, 1).float()
+
+
+def to_image(bchw: torch.Tensor) -> torch.Tensor:
+    """Core's ``[B,C,H,W]`` as ComfyUI's IMAGE ``[B,H,W,C]`` on the CPU."""
+    return bchw.movedim(1, -1).cpu()
+
+
 IQA_PRIOR = "IQA_PRIOR"
 IQA_INVERSION = "IQA_INVERSION"
 CATEGORY = "IQA-MAP"
@@ -47,7 +57,7 @@ class PassthroughVAE:
     latent_dim = 2
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.codec.encode(pixels[..., :3].movedim(-1, 1).float())
+        return self.codec.encode(to_bchw(pixels))
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         if samples.ndim != 4 or samples.shape[1] != 3:
