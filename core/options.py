@@ -91,3 +91,16 @@ def check(record) -> None:
             lo, hi = opt.range
             if (lo is not None and v < lo) or (hi is not None and v > hi):
                 raise SettingsError(f.name, f"{f.name} must be between {lo:g} and {hi:g}; got {v!r}")
+
+
+#: Every settings record -> the ``iqa-map`` commands that take its options (empty: node-only), filled by
+#: :func:`record` where each is declared; the settings test checks every record on both surfaces from it.
+RECORDS: dict = {}
+
+
+def record(*commands: str):
+    """Class decorator registering a settings record and the commands whose options it generates."""
+    def register(cls):
+        RECORDS[cls] = commands
+        return cls
+    return register

@@ -8,7 +8,14 @@ import torch
 from ..core.quality import regions as R
 from . import memory
 from .schema import Input, Node, Output, Schema
+from .settings_inputs import settings_from_inputs, settings_inputs
 from .types import CATEGORY, IQA_PRIOR, to_bchw, to_image
+from ..core.quality import settings as QS
+
+# The settings on the node, generated from RegionalSettings (core/quality/settings.py), in the saved order.
+_REQUIRED, _OPTIONAL = settings_inputs(QS.REGIONAL, ("tau", "c_min", "c_max", "min_area", "method", "levels"),
+                                       ("window", "stride", "feather", "strength_min", "strength_max"),
+                                       cls=QS.RegionalSettings)
 
 
 def _encoder(clip):
@@ -56,28 +63,12 @@ class IQARegionalPrompt(Node):
                   multiline=True, default="\n".join(R.HIGH_POOL)),
             Input("low_pool", "STRING", "Phrases for damaged regions (quality <= tau), one per line.",
                   multiline=True, default="\n".join(R.LOW_POOL)),
-            Input("tau", "FLOAT", "Quality (0-100) above which a region takes the high-quality pool (AdaQual's 3.0 "
-                  "of 1..5).", default=50.0, min=0.0, max=100.0, step=0.5),
-            Input("c_min", "INT", "Phrases for a region of quality 100.", default=1, min=0, max=32),
-            Input("c_max", "INT", "Phrases for a region of quality 0.", default=4, min=0, max=32),
-            Input("min_area", "FLOAT", "Smallest region as a fraction of the image; smaller pieces join a "
-                  "neighbour.", default=0.05, min=0.0, max=0.9, step=0.01),
-            Input("method", "COMBO", "otsu: good against damaged; quantiles: 'levels' quality bands of equal area.",
-                  options=list(R.METHODS), default="otsu"),
-            Input("levels", "INT", "quantiles only: bands.", default=3, min=2, max=8),
+            *_REQUIRED,
             Input("prior", IQA_PRIOR, "Draws the quality map (calibrated 0-100); or connect quality_map.",
                   optional=True),
             Input("quality_map", "MASK", "A quality map as IQA Quality Map gives it (1 = worst); used instead of "
                   "the prior.", optional=True),
-            Input("window", "INT", "prior only: window of the map.", optional=True, default=64, min=16, max=1024,
-                  step=8),
-            Input("stride", "INT", "prior only: step between windows.", optional=True, default=16, min=1, max=512),
-            Input("feather", "FLOAT", "Blur of the strength mask across region borders, pixels.", optional=True,
-                  default=8.0, min=0.0, max=256.0, step=0.5),
-            Input("strength_min", "FLOAT", "Strength at quality 100.", optional=True, default=0.2, min=0.0, max=1.0,
-                  step=0.01),
-            Input("strength_max", "FLOAT", "Strength at quality 0.", optional=True, default=1.0, min=0.0, max=1.0,
-                  step=0.01),
+            *_OPTIONAL,
         ],
         outputs=[
             Output("CONDITIONING", "conditioning", "The global entry plus one masked entry per region (KSampler, "
@@ -94,23 +85,26 @@ class IQARegionalPrompt(Node):
     def execute(cls, clip, image, global_prompt="a photo", high_pool="", low_pool="", tau=50.0, c_min=1, c_max=4,
                 min_area=0.05, method="otsu", levels=3, prior=None, quality_map=None, window=64, stride=16,
                 feather=8.0, strength_min=0.2, strength_max=1.0):
+        st = settings_from_inputs(QS.REGIONAL, dict(
+            tau=tau, c_min=c_min, c_max=c_max, min_area=min_area, method=method, levels=levels, window=window,
+            stride=stride, feather=feather, strength_min=strength_min, strength_max=strength_max),
+            cls=QS.RegionalSettings, prefix="IQA Regional Prompt: ")
         img = to_bchw(image[:1])
         h, w = img.shape[-2:]
         highs, lows = R.parse_pool(high_pool), R.parse_pool(low_pool)
         if not highs or not lows:
             raise ValueError("IQA Regional Prompt: the high_pool and low_pool need at least one phrase each "
                              "(one per line)")
-        if c_min > c_max:
-            raise ValueError(f"IQA Regional Prompt: c_min ({c_min}) must not exceed c_max ({c_max})")
         with torch.inference_mode(False):
-            quality, source = cls._quality(img, prior, quality_map, window, stride)
+            quality, source = cls._quality(img, prior, quality_map, st.window, st.stride)
             try:
-                part = R.plan(quality, global_prompt, highs, lows, tau=tau, c_min=c_min, c_max=c_max,
-                              min_area=min_area, method=method, levels=levels, strength_min=strength_min,
-                              strength_max=strength_max, encoder=_encoder(clip) if global_prompt.strip() else None)
+                part = R.plan(quality, global_prompt, highs, lows, tau=st.tau, c_min=st.c_min, c_max=st.c_max,
+                              min_area=st.min_area, method=st.method, levels=st.levels,
+                              strength_min=st.strength_min, strength_max=st.strength_max,
+                              encoder=_encoder(clip) if global_prompt.strip() else None)
             except ValueError as e:
                 raise ValueError(f"IQA Regional Prompt: {e}") from None
-            strength = R.strength_map(part, feather=feather)[None]
+            strength = R.strength_map(part, feather=st.feather)[None]
             preview = R.preview(part, img)
         cond = list(_conditioning(clip, global_prompt))
         for r in part.regions:

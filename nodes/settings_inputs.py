@@ -56,9 +56,10 @@ def settings_inputs(node_key: str, required: typing.Sequence[str], optional: typ
             [_input(cls, n, *fields[n], optional=True) for n in (*optional, *rest)])
 
 
-def settings_from_inputs(node_key: str, values: dict, cls=S.MapSettings, base=None):
+def settings_from_inputs(node_key: str, values: dict, cls=S.MapSettings, base=None, prefix: str = ""):
     """The settings record from a node's input values (each widget's ``unset`` value meaning ``None``), on top of
-    ``base`` (default: the library's defaults), validated; a bad value is named by its input."""
+    ``base`` (default: the library's defaults), validated; a bad value is named by its input (after ``prefix``,
+    e.g. the node's name)."""
     fields = _fields(node_key, cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -71,5 +72,5 @@ def settings_from_inputs(node_key: str, values: dict, cls=S.MapSettings, base=No
         record = dataclasses.replace(base, **given) if base is not None else cls(**given)
         record.validate()
     except S.SettingsError as e:
-        raise ValueError(S.renamed(str(e), {f.name: n for n, (f, _) in fields.items()})) from None
+        raise ValueError(prefix + S.renamed(str(e), {f.name: n for n, (f, _) in fields.items()})) from None
     return record

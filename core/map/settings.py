@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..options import (Option, SettingsError, check, cli_flag, option, options, renamed,  # noqa: F401
-                       value_type)  # re-exported: the surfaces read them as settings.X
+from ..options import (Option, SettingsError, check, cli_flag, option, options, record,  # noqa: F401
+                       renamed, value_type)  # re-exported: the surfaces read them as settings.X
 from .objective import DEFAULT_WEIGHT
 from .optim import LR_SCHEDULES, OPTIMISERS, default_lr
 from ..models.checkpointing import MODES as CHECKPOINTING
@@ -50,6 +50,7 @@ INVERT, ASCENT = "IQAMAP_DDIMInvert", "IQAMAP_LatentMAPAscent"
 FEW_STEP = dict(steps=4, strength=1.0, iterations=20, optimizer="momentum", lr=0.02)
 
 
+@record("enhance", "compare")
 @dataclasses.dataclass
 class MapSettings:
     """Latent MAP ascent's settings (library defaults; :data:`PRESETS` are named starting points)."""
@@ -148,6 +149,7 @@ def resolve_lr(s: MapSettings) -> MapSettings:
     return s if s.lr is not None else dataclasses.replace(s, lr=default_lr(s.optimizer))
 
 
+@record("enhance", "compare")
 @dataclasses.dataclass
 class TileSettings:
     """How a photo larger than one tile is split (:func:`~iqa_map.core.map.tiling.ascend_tiled`)."""

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from ..autograd import usable
 from ..runtime import halving_retry
 from ..priors.base import comparable_score, is_calibrated, textureless
-from ..io.drawing import heatmap  # noqa: F401 - kept importable here until the nodes import it from drawing
 
 NORMALISE = ("minmax", "absolute")
 
@@ -30,6 +29,17 @@ class QualityMap:
     stride: int
     #: [B,1,H,W] fraction of the windows covering each pixel that had no texture (not judged), or None
     flat: torch.Tensor | None = None
+
+    def mask(self, invert: bool = False) -> torch.Tensor:
+        """[B,1,H,W]: 1 = worst (``invert``: 1 = best)."""
+        return 1 - self.badness if invert else self.badness
+
+    def summary(self, name: str) -> str:
+        """One line on the map of prior ``name``: window, stride, the window scores' range, the share not judged."""
+        s, flat = self.scores, float(self.flat.mean()) if self.flat is not None else 0.0
+        return (f"{name}: window {self.window}, stride {self.stride}, window scores {float(s.min()):.2f} to "
+                f"{float(s.max()):.2f}" + (f"; {flat:.0%} flat: not judged, shown at the photo's median"
+                                           if flat > 0 else ""))
 
     def weight_map(self, floor: float = 0.1, normalise: str = "worst") -> torch.Tensor:
         """Per-pixel fidelity weight for quality-adaptive MAP: the worst region gets ``floor`` times the best.

@@ -96,3 +96,38 @@ def select_tiles(prior, candidates: Candidates, tile: int = 128, overlap: int = 
     choice = s.reshape(n, len(grid.rows), len(grid.cols)).argmax(0)
     chosen = [crops[c, t][None] for t, c in enumerate(choice.flatten().tolist())]
     return grid.blend(chosen).clamp(0, 1), choice
+
+
+@dataclass
+class Choice:
+    """What :func:`choose` picked: the image, the ranking behind it and, in tiles mode, each tile's candidate."""
+    image: torch.Tensor              # [1,3,H,W]: the chosen candidate, or the tile blend
+    selection: Selection             # the whole-image ranking (tiles mode: argmax's)
+    mode: str
+    tile_choice: torch.Tensor | None = None   # [rows, cols] candidate indices (tiles mode)
+
+    @property
+    def index(self) -> int:
+        """The chosen candidate; -1 for a tile blend (no single candidate)."""
+        return -1 if self.mode == "tiles" else self.selection.index
+
+    def ranking(self, names: Sequence[str] | None = None) -> list:
+        """Rows best first: rank, candidate (its name if given), score, probability."""
+        sel = self.selection
+        return [{"rank": r + 1, "candidate": names[i] if names else i, "score": float(sel.scores[i]),
+                 "probability": float(sel.probabilities[i])} for r, i in enumerate(sel.order)]
+
+
+def choose(prior, candidates: Candidates, settings=None) -> Choice:
+    """Rank the candidates and pick by ``settings`` (a :class:`~iqa_map.core.quality.settings.SelectSettings`):
+    the best, a seeded softmax draw, or the best candidate per tile blended (the ranking is then argmax's)."""
+    from .settings import SelectSettings
+
+    s = settings or SelectSettings()
+    s.validate()
+    x = stack_candidates(candidates)
+    if s.mode == "tiles":
+        image, tiles = select_tiles(prior, x, tile=s.tile, overlap=min(s.overlap, s.tile - 8))
+        return Choice(image, select(prior, x), s.mode, tiles)
+    sel = select(prior, x, mode=s.mode, temperature=s.temperature, seed=s.seed)
+    return Choice(x[sel.index:sel.index + 1], sel, s.mode)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..options import check, option
+from ..options import check, option, record
 from .data import DEGRADATIONS, SELECTIONS
 from .lora import TARGET_KINDS, LoraSpec
 
@@ -26,6 +26,7 @@ GROUPS = {
 }
 
 
+@record("sr-finetune")
 @dataclasses.dataclass
 class SRSettings:
     # -- training
@@ -127,3 +128,15 @@ def fields():
     """(field, option) of every setting, in declaration order."""
     from ..map.settings import options
     return list(options(SRSettings))
+
+
+@record("upscale")
+@dataclasses.dataclass
+class UpscaleSettings:
+    tile: int = option(512, "input tile side for large photos; 0 = never tile", "sr_run", range=(0, 1 << 16),
+                       metavar="PIXELS", node=None, why="ComfyUI's Upscale Image (using Model) node upscales, tiled")
+    overlap: int = option(32, "overlap of neighbouring tiles, blended", "sr_run", range=(0, 4096),
+                          cli="--tile-overlap", metavar="PIXELS", node=None, why="see tile")
+
+    def validate(self) -> None:
+        check(self)
