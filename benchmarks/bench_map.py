@@ -68,6 +68,9 @@ def _latent_model(name: str, args, dev) -> tuple:
 def main(argv=None) -> None:
     from benchmarks.common import add_units_option
     from iqa_map.core.map import HACK_REFERENCES, MapSettings
+    from iqa_map.core.map.settings import OPTIMISERS, PRESETS
+
+    FAST = PRESETS["fast"]  # the benchmarks' defaults are the fast preset's
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
@@ -84,10 +87,10 @@ def main(argv=None) -> None:
     ap.add_argument("--model-config", default=None, metavar="DIR", help="as the CLI's --model-config")
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--held-out", default="cnniqa,piqe")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--strength", type=float, default=0.35)
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
+    ap.add_argument("--steps", type=int, default=FAST["steps"], help="default: the fast preset's")
+    ap.add_argument("--strength", type=float, default=FAST["strength"])
+    ap.add_argument("--iterations", type=int, default=FAST["iterations"])
+    ap.add_argument("--optimizer", default=FAST["optimizer"], choices=list(OPTIMISERS),
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None,
                     help="learning rate of every method (default: the optimiser's)")

@@ -56,6 +56,9 @@ def region_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
 
 def main(argv=None) -> None:
     from benchmarks.common import add_units_option
+    from iqa_map.core.map.settings import OPTIMISERS, PRESETS
+
+    FAST = PRESETS["fast"]  # the benchmarks' defaults are the fast preset's
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="N dev images (default all 68)")
@@ -70,10 +73,10 @@ def main(argv=None) -> None:
     ap.add_argument("--map-only", action="store_true", help="skip the adaptive-vs-uniform MAP runs")
     ap.add_argument("--map-prior", default="cnniqa-builtin", help="the prior whose map weights the fidelity")
     ap.add_argument("--prior", default="builtin", help="the optimised prior")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--strength", type=float, default=0.35)
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
+    ap.add_argument("--steps", type=int, default=FAST["steps"], help="default: the fast preset's")
+    ap.add_argument("--strength", type=float, default=FAST["strength"])
+    ap.add_argument("--iterations", type=int, default=FAST["iterations"])
+    ap.add_argument("--optimizer", default=FAST["optimizer"], choices=list(OPTIMISERS))
     ap.add_argument("--lr", type=float, default=None, help="default: the optimiser's")
     add_units_option(ap, "the README's tables were measured in ve")
     ap.add_argument("--fidelity-weight", type=float, default=None, help="default: the fidelity's")

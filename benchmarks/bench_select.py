@@ -27,6 +27,9 @@ DATA = REPO.parent / "shared" / "data"
 
 def main(argv=None) -> None:
     from benchmarks.common import add_units_option
+    from iqa_map.core.map.settings import OPTIMISERS, PRESETS
+
+    FAST = PRESETS["fast"]  # the benchmarks' defaults are the fast preset's
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=12)
@@ -37,10 +40,10 @@ def main(argv=None) -> None:
     ap.add_argument("--select-by", default="builtin,piqe", help="priors that pick the best candidate (comma list; "
                     "each is reported, and a held-out metric is only held out for the judges other than itself)")
     ap.add_argument("--held-out", default="cnniqa,piqe")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--strength", type=float, default=0.35)
-    ap.add_argument("--iterations", type=int, default=8)
-    ap.add_argument("--optimizer", default="adam", choices=["adam", "momentum"],
+    ap.add_argument("--steps", type=int, default=FAST["steps"], help="default: the fast preset's")
+    ap.add_argument("--strength", type=float, default=FAST["strength"])
+    ap.add_argument("--iterations", type=int, default=FAST["iterations"])
+    ap.add_argument("--optimizer", default=FAST["optimizer"], choices=list(OPTIMISERS),
                     help="the README figures were measured with adam (lr 0.003)")
     ap.add_argument("--lr", type=float, default=None)
     add_units_option(ap, "the README's figures were measured in ve")
