@@ -6,7 +6,8 @@ gives the whole method.
 """
 from .ascent import MapResult, adaptive_weight, ascend, ascend_inversion, ascend_pixels, check_image, vp_scale
 from ..sampling.inversion import INVERSION_METHODS, CountingDenoiser, Inversion, invert
-from .loop import Interrupted, Report, jsonable, named_scores, optimise
+from ..runtime import Interrupted
+from .loop import Report, jsonable, named_scores, optimise
 from ..quality.metrics import psnr, ssim
 from ..priors.base import comparable_score
 from .settings import HACK_REFERENCES, LATENT_UNITS, PRESETS, MapSettings, TileSettings, preset, resolve_lr

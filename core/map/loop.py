@@ -23,10 +23,6 @@ from ..priors.fusion import FusedPrior
 from .settings import MapSettings
 
 
-class Interrupted(RuntimeError):
-    """Raised by a progress callback to stop the loop; the best iterate so far is kept."""
-
-
 @dataclasses.dataclass
 class Report(Mapping):
     """What a run did: per-iteration history, events, scores before and after, cost.

@@ -15,7 +15,8 @@ from .pipeline import FinetuneOutput, finetune_upscaler, output_paths
 from .model import UpscalerError, describe, file_sha256, load_upscaler, state_sha256, upscale
 from .guard import JudgeGuard, balanced_gradient, flat_texture, grid_share, periodic_energy
 from .settings import TRAIN_MODES, SRSettings
-from .train import Interrupted, SRResult, finetune
+from ..runtime import Interrupted
+from .train import SRResult, finetune
 
 __all__ = ["DEGRADATIONS", "FinetuneOutput", "Interrupted", "JudgeGuard", "LoraSpec", "PairSampler", "SELECTIONS",
            "SRResult", "SRSettings", "Sample", "TARGET_KINDS", "TRAIN_MODES", "UpscalerError", "add_lora",
