@@ -10,7 +10,6 @@ border, where its denoiser and prior see no context, carries almost no weight.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -23,7 +22,7 @@ from ..quality.metrics import psnr, ssim
 from ..autograd import usable
 from ..models.codec import PixelCodec
 from ..runtime import halving_retry
-from ..sampling.precision import wide_dtype
+from ..tiles import Grid
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
@@ -32,90 +31,6 @@ DEFAULT_OVERLAP = TileSettings.tile_overlap
 # 0.4 KB per pixel for NIQE + BRISQUE: 5 GB at 12 megapixels) would outgrow a tile's ascent, so the report
 # gives the area-weighted mean of the tiles' scores instead and says so (``scores_over``).
 WHOLE_SCORE_TILES = 8
-
-
-def ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
-    (none at the image border), so neighbouring weights sum smoothly."""
-    w = torch.ones(length, dtype=torch.float64)
-    n = min(overlap, length // 2)
-    if n > 0:
-        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        up = 0.5 - 0.5 * torch.cos(torch.pi * t)
-        if not at_start:
-            w[:n] = up
-        if not at_end:
-            w[-n:] = up.flip(0)
-    return w
-
-
-@dataclasses.dataclass(frozen=True)
-class Grid:
-    """Overlapping tiles of at most ``tile`` x ``tile`` pixels covering a ``height`` x ``width`` image.
-
-    Tiles start at multiples of ``align``: a network that works on a pixel grid
-    (the built-in model's 2x2 unshuffle and two downsamplings, a VAE's 8x8
-    patches) then sees every tile on the same grid as the whole photo, so tiles
-    agree with each other where they overlap. A last tile that cannot start
-    aligned and end flush with the border is cut short instead (by less than
-    ``align`` pixels).
-    """
-    height: int
-    width: int
-    tile: int
-    overlap: int
-    align: int = 1
-
-    def __post_init__(self):
-        if self.tile < 1 or not 0 <= self.overlap < self.tile or not 1 <= self.align <= self.tile - self.overlap:
-            raise ValueError(f"tiles need tile >= 1, 0 <= overlap < tile and 1 <= align <= tile - overlap; got "
-                             f"tile {self.tile}, overlap {self.overlap}, align {self.align}")
-
-    @property
-    def shape(self) -> tuple:
-        """The largest tile's ``(h, w)`` (every tile's, with ``align`` 1)."""
-        return min(self.tile, self.height), min(self.tile, self.width)
-
-    def _starts(self, size: int) -> list:
-        """As few tiles as cover ``size`` with at least ``overlap`` between neighbours, spread evenly (a last
-        tile flush with the border would otherwise overlap its neighbour almost entirely); rounding a start
-        up to ``align`` moves it by less than ``align``, which the spacing leaves room for."""
-        if size <= self.tile:
-            return [0]
-        n = 1 + math.ceil((size - self.tile) / (self.tile - self.overlap - self.align + 1))
-        return [math.ceil(round(i * (size - self.tile) / (n - 1), 6) / self.align) * self.align for i in range(n)]
-
-    @property
-    def rows(self) -> list:
-        return self._starts(self.height)
-
-    @property
-    def cols(self) -> list:
-        return self._starts(self.width)
-
-    def boxes(self) -> list:
-        """``(y, x, h, w)`` of every tile, row by row."""
-        return [(y, x, min(self.tile, self.height - y), min(self.tile, self.width - x))
-                for y in self.rows for x in self.cols]
-
-    def __len__(self) -> int:
-        return len(self.rows) * len(self.cols)
-
-    def blend(self, patches: Sequence[torch.Tensor]) -> torch.Tensor:
-        """One image from one ``[B,C,h,w]`` patch per box (in :meth:`boxes` order), weights normalised by
-        their sum: where neighbours agree the result is their value exactly, where they differ it fades
-        over the overlap instead of jumping."""
-        first = patches[0]
-        dt = wide_dtype(first.device, "tile blending")  # float32 on MPS
-        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=dt, device=first.device)
-        wsum = torch.zeros(1, 1, self.height, self.width, dtype=dt, device=first.device)
-        for (y, x, th, tw), patch in zip(self.boxes(), patches, strict=True):
-            wy = ramp(th, self.overlap, y == 0, y + th >= self.height)
-            wx = ramp(tw, self.overlap, x == 0, x + tw >= self.width)
-            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device, dt)
-            acc[..., y:y + th, x:x + tw] += wt * patch.to(dt)
-            wsum[..., y:y + th, x:x + tw] += wt
-        return (acc / wsum).to(first.dtype)
 
 
 def tile_grid(denoiser, codec, height: int, width: int, tile: int, overlap: int) -> Optional[Grid]:
@@ -164,7 +79,7 @@ def ascend_tiled(
     its ``tile``; PSNR and SSIM are of the whole blended image, and so are the
     scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
     beyond which they are the area-weighted mean over the tiles ("tiles"). Out of memory, the run starts
-    again with tiles half as large (:func:`.oom.halving_retry`; an image in one tile is then split).
+    again with tiles half as large (:func:`..runtime.halving_retry`; an image in one tile is then split).
     """
     first = min(tile, max(image.shape[-2:]))  # the first attempt runs as asked; a retry halves what was used
     return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=tile if t == first else t,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..autograd import usable
 from ..runtime import halving_retry
+from ..tiles import starts
 from ..priors.base import comparable_score, is_calibrated, textureless
 from ..io.drawing import heatmap  # noqa: F401 - kept importable here until the nodes import it from drawing
 
@@ -59,17 +60,6 @@ class QualityMap:
         if normalise == "worst":
             return w / w.amin(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-
-
-def positions(size: int, tile: int, stride: int) -> list:
-    """Window starts along one axis: every ``stride``, the last one flush with the end so every pixel is covered
-    (the quality map's sliding windows; :class:`.tiling.Grid` spreads tiles evenly instead)."""
-    if size <= tile:
-        return [0]
-    pos = list(range(0, size - tile + 1, stride))
-    if pos[-1] != size - tile:
-        pos.append(size - tile)
-    return pos
 
 
 def loss_weight(q: torch.Tensor, q_min: torch.Tensor | float | None = None,
@@ -120,7 +110,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     of the image's textured windows, so flat regions read as typical for the photo, neither its
     worst nor its best, whatever a prior makes of a flat input. ``flat`` records where.
 
-    An out-of-memory error halves ``batch`` and scores the image again (:func:`.oom.halving_retry`).
+    An out-of-memory error halves ``batch`` and scores the image again (:func:`..runtime.halving_retry`).
     """
     if normalise not in NORMALISE:
         raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
@@ -131,7 +121,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     img = usable(image).float()
     b, _, h, w = img.shape
     win_h, win_w = min(window, h), min(window, w)
-    ys, xs = positions(h, win_h, stride), positions(w, win_w, stride)
+    ys, xs = starts(h, win_h, stride), starts(w, win_w, stride)
     # All windows at once with unfold would hold B*T*3*win^2 floats; crops by index batch it instead.
     coords = [(y, x) for y in ys for x in xs]
     out_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)
