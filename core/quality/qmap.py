@@ -1,6 +1,6 @@
 """Spatial quality maps: any prior scored over sliding windows, overlap-averaged to full resolution.
 
-The map tells where a photo is damaged (as in AdaQual-Diff, METHOD.md section 6):
+The map tells where a photo is damaged (as in AdaQual-Diff: Su, Wu, Zhang, Lyu, Zheng, 2025):
 used as a MASK in ComfyUI, as a heatmap, and as the per-pixel fidelity weight of
 quality-adaptive MAP (good regions held close to the input, bad ones free).
 """
