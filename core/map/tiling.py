@@ -16,9 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .ascent import MapResult, adaptive_weight, ascend, check_image
-from .loop import Report, named_scores
-from ..quality.metrics import psnr, ssim
+from . import report as reports
+from .ascent import MapResult, adaptive_weight, ascend, check_image, resolve_adaptive_prior
 from ..autograd import usable
 from ..models.codec import PixelCodec
 from ..runtime import halving_retry
@@ -66,6 +65,7 @@ def ascend_tiled(
     weight_map: Optional[torch.Tensor] = None,
     cond: Any = None,
     callback: Optional[Callable[[dict], None]] = None,
+    adaptive_prior=None,
     **overrides,
 ) -> MapResult:
     """:func:`~iqa_map.core.map.ascend` on overlapping tiles of at most ``tile`` pixels a side, blended.
@@ -82,22 +82,24 @@ def ascend_tiled(
     again with tiles half as large (:func:`..runtime.halving_retry`; an image in one tile is then split).
     """
     first = min(tile, max(image.shape[-2:]))  # the first attempt runs as asked; a retry halves what was used
-    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=tile if t == first else t,
-                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
-                                                 monitors=monitors, weight_map=weight_map, cond=cond,
-                                                 callback=callback, **overrides), first, what="MAP ascent")
-
-
-def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, monitors, weight_map, cond, callback,
-                  **overrides) -> MapResult:
     s = dataclasses.replace(settings or MapSettings(), **overrides)
     s.validate()
     check_image(image)
+    adaptive_prior = resolve_adaptive_prior(prior, s, image.device, adaptive_prior)  # once, for every attempt
+    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, s, tile=tile if t == first else t,
+                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
+                                                 monitors=monitors, weight_map=weight_map, cond=cond,
+                                                 callback=callback, adaptive_prior=adaptive_prior),
+                         first, what="MAP ascent")
+
+
+def _ascend_tiled(denoiser, image, prior, s: MapSettings, *, tile, overlap, codec, monitors, weight_map, cond,
+                  callback, adaptive_prior) -> MapResult:
     h, w = image.shape[-2:]
     grid = tile_grid(denoiser, codec, h, w, tile, overlap)
     if grid is None:
         return ascend(denoiser, image, prior, s, codec=codec, monitors=monitors, weight_map=weight_map, cond=cond,
-                        callback=callback)
+                      callback=callback, adaptive_prior=adaptive_prior)
     t0 = time.perf_counter()
     with torch.inference_mode(False):
         image = usable(image).detach()
@@ -105,52 +107,31 @@ def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, mon
             weight_map = usable(weight_map).float()
             if weight_map.shape[-2:] != (h, w):
                 weight_map = F.interpolate(weight_map, size=(h, w), mode="bilinear", align_corners=False)
-        if s.adaptive_fidelity:
-            adaptive = adaptive_weight(prior, s, image.float(), (h, w))
+        if adaptive_prior is not None:
+            adaptive = adaptive_weight(adaptive_prior, s, image.float(), (h, w))
             weight_map = adaptive if weight_map is None else weight_map * adaptive
         per_tile = dataclasses.replace(s, adaptive_fidelity=None)
-        outputs, tiles = [], []
+        outputs, tile_reports = [], []
         for k, (y, x, th, tw) in enumerate(grid.boxes()):
             def tile_callback(info, k=k):
                 callback({**info, "tile": k, "tiles": len(grid)})
 
             res = ascend(denoiser, image[..., y:y + th, x:x + tw], prior, per_tile, codec=codec, monitors=monitors,
-                           weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
-                           cond=cond, callback=tile_callback if callback is not None else None)
+                         weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
+                         cond=cond, callback=tile_callback if callback is not None else None)
             outputs.append(res.image.float())
-            tiles.append({"box": [y, x, th, tw], **res.report})
+            tile_reports.append(res.report)
         out = grid.blend(outputs).clamp(0, 1)
-    return MapResult(image=out, report=_tiled_report(tiles, s, grid, out, image.float(), prior, monitors, t0))
+    return MapResult(image=out, report=_tiled_report(tile_reports, s, grid, out, image.float(), prior, monitors, t0))
 
 
-def _scores(prior, monitors, img: torch.Tensor, grid: Optional[Grid]) -> dict:
-    """Native scores of the image, or with a ``grid``, the area-weighted mean of its tiles' scores."""
-    if grid is None:
-        return named_scores(prior, monitors, img)
-    parts = [(h * w, named_scores(prior, monitors, img[..., y:y + h, x:x + w])) for y, x, h, w in grid.boxes()]
-    area = sum(a for a, _ in parts)
-    return {k: sum(a * p[k] for a, p in parts) / area for k in parts[0][1]}
-
-
-def _tiled_report(tiles: list, s: MapSettings, grid: Grid, out, inp, prior, monitors, t0: float) -> Report:
-    """One report for the whole photo: the sums, maxima and whole-image scores, each tile's own report kept."""
+def _tiled_report(tile_reports: list, s: MapSettings, grid: Grid, out, inp, prior, monitors, t0: float):
+    """One report for the whole photo (:func:`.report.build`): the tiles' reports merged, the scores of the whole
+    blended image up to ``WHOLE_SCORE_TILES`` tiles' area, else the area-weighted mean over the tiles."""
     whole = grid.height * grid.width <= WHOLE_SCORE_TILES * grid.tile ** 2
-    settings = {**tiles[0]["settings"], **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
-                                                                         "adaptive_normalise")},
+    settings = {**tile_reports[0].settings, **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
+                                                                           "adaptive_normalise")},
                 "tile": grid.tile, "tile_overlap": grid.overlap, "tile_align": grid.align}
-    return Report(
-        settings=settings,
-        tiles=[{k: v for k, v in t.items() if k not in ("settings", "history")} for t in tiles],
-        history=[{"tile": k, **e} for k, t in enumerate(tiles) for e in t["history"]],
-        events=[f"tile {k}: {e}" for k, t in enumerate(tiles) for e in t["events"]],
-        iterations_run=sum(t["iterations_run"] for t in tiles),
-        inversion_error=max(t["inversion_error"] for t in tiles),
-        codec_error=max(t["codec_error"] for t in tiles),
-        denoiser_evals=sum(t["denoiser_evals"] for t in tiles),
-        wall_seconds=time.perf_counter() - t0,
-        peak_memory_bytes=max(t["peak_memory_bytes"] for t in tiles),
-        scores_over="image" if whole else "tiles",
-        input_scores=_scores(prior, monitors, inp, None if whole else grid),
-        output_scores=_scores(prior, monitors, out, None if whole else grid),
-        psnr_vs_input=psnr(out, inp),
-        ssim_vs_input=ssim(out, inp))
+    return reports.build(out, inp, prior, monitors, settings=settings, wall_seconds=time.perf_counter() - t0,
+                         boxes=None if whole else grid.boxes(),
+                         **reports.merge_tiles(tile_reports, [[y, x, th, tw] for y, x, th, tw in grid.boxes()]))
