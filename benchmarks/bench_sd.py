@@ -96,7 +96,7 @@ def components(model, img, prior, settings, device: str) -> dict:
     ``2 * steps`` times (with a vector-Jacobian product) going back, then
     decodes, scores and differentiates the image once.
     """
-    from iqa_map.core.map.ascent import _objective
+    from iqa_map.core.map.objective import objective as make_objective
     from iqa_map.core.map.settings import resolve_lr
 
     den, codec, cond = model.denoiser, model.codec, model.cond
@@ -110,7 +110,8 @@ def components(model, img, prior, settings, device: str) -> dict:
 
     s = resolve_lr(settings)
     ref = img.to(device).float()
-    objective = _objective(prior, s, ref, None, {})[0]
+    terms = make_objective(prior, s.fidelity, s.fidelity_weight, ref)
+    objective = lambda img: terms(img).total  # noqa: E731
 
     def decode_objective_vjp():
         with torch.enable_grad():

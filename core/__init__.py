@@ -1,8 +1,17 @@
 """IQA-MAP engine: pure torch, no ComfyUI import.
 
-Submodules: ``models`` (denoiser interface and adapters), ``edict`` and ``ddim``
-(samplers), ``priors`` (NR-IQA models as differentiable priors), ``objective``
-and ``optim`` (fidelity terms, optimisers), ``map`` (the MAP ascent), ``tiling``
-(the ascent on large photos, tile by tile), ``select`` and ``qmap`` (IQA-guided
-selection, quality maps).
+Sub-packages, by concept:
+
+* ``models``: the denoiser interface and its adapters (built-in, diffusers, flow models), codecs;
+* ``sampling``: EDICT and DDIM samplers, inversion, float64 where the device has it;
+* ``priors``: NR-IQA models as differentiable priors (built-in, pyiqa, fusion, calibration);
+* ``map``: the MAP ascent (settings, objective, optimisers, the loop and its report, tiling, the
+  ``enhance`` pipeline, batch runs, cross-prior comparison); ``from iqa_map.core import map`` gives the method;
+* ``quality``: quality maps, regions, IQA-guided selection, full-reference metrics;
+* ``sr``: IQA-augmented super-resolution (upscalers, targets, LoRA fine-tuning, its guard);
+* ``io``: photo files (orientation, alpha, colour profile; 16-bit PNG and TIFF) and drawings (contact
+  sheets, heat maps).
+
+Modules: ``tiles`` (tile windows and blending), ``autograd`` (gradients inside inference mode),
+``runtime`` (stopping a run: interruption, out-of-memory retries).
 """

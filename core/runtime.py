@@ -1,6 +1,7 @@
-"""Out-of-memory recovery by tiles: on an OOM error, halve the tile and run again (as ComfyUI's upscaler node does).
+"""What a long run does when it is stopped: by the user (:class:`Interrupted`) or by memory (OOM recovery).
 
-A tile that fits one GPU may not fit another, or the same one while another model holds memory. Instead of
+Out-of-memory recovery by tiles: on an OOM error, halve the tile and run again (as ComfyUI's upscaler node
+does). A tile that fits one GPU may not fit another, or the same one while another model holds memory. Instead of
 failing the run, the work is redone with tiles half as large (the memory of one tile roughly quarters), down to
 a floor below which the error is passed on with what to do.
 """
@@ -15,6 +16,11 @@ log = logging.getLogger("iqa_map")
 T = TypeVar("T")
 #: Below this tile side (pixels) an OOM is passed on rather than retried.
 MIN_TILE = 64
+
+
+class Interrupted(RuntimeError):
+    """Raised by a progress callback to stop a run (MAP ascent, SR fine-tuning); what the run keeps is its own:
+    the ascent its best iterate so far, fine-tuning the checkpoint of the last finished step."""
 
 
 def is_oom(e: BaseException) -> bool:

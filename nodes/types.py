@@ -8,7 +8,7 @@ Decode nodes work with it too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -91,5 +91,3 @@ class InversionState:
     negative: Any = None
     cfg: float = 1.0
     scheduler: str = ""
-    reconstruction_error: float = float("nan")
-    extra: dict = field(default_factory=dict)

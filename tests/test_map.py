@@ -332,3 +332,65 @@ def test_fidelity_weights_above_one_add_a_hold_without_loosening_the_rest(name):
     extra_held = float(held(both, ref) - held(moved_right, ref))
     assert extra_held >= 0.95 * extra_uni > 0
     assert torch.allclose(Fidelity(name, weight_map=torch.ones(1, 1, 64, 64))(both, ref), uni(both, ref))
+
+
+def _step(it, score, monitors=None):
+    return M.Step(iteration=it, objective=score, score=score, fidelity=0.0, seconds=0.0, image=torch.zeros(1),
+                  monitors=monitors)
+
+
+def test_hack_guard_function_fires_only_when_the_monitor_falls_while_the_prior_rises():
+    from iqa_map.core.map.loop import hack_guard
+
+    s = M.MapSettings(hack_margin=1.0, hack_reference="start")
+    ref, msg = hack_guard(_step(0, 50.0, {"judge": 40.0}), None, s, "p")
+    assert msg is None and ref == {"judge": (40.0, 50.0)}
+    assert hack_guard(_step(1, 49.0, {"judge": 30.0}), ref, s, "p")[1] is None  # the prior fell too: no hack
+    assert hack_guard(_step(1, 55.0, {"judge": 39.5}), ref, s, "p")[1] is None  # within the margin
+    _, msg = hack_guard(_step(2, 55.0, {"judge": 38.0}), ref, s, "p")
+    assert msg == "iteration 2: hack guard: 'p' rose while monitor(s) 'judge' fell by 2.0 from the start"
+    peak = M.MapSettings(hack_margin=1.0, hack_reference="peak")
+    ref, _ = hack_guard(_step(1, 52.0, {"judge": 45.0}), ref, peak, "p")  # the reference follows the judge up
+    assert ref == {"judge": (45.0, 52.0)}
+    assert "from its peak" in hack_guard(_step(2, 53.0, {"judge": 43.0}), ref, peak, "p")[1]
+
+
+def test_early_stop_and_nan_revert_functions():
+    from iqa_map.core.map.loop import Best, early_stop, revert
+
+    s = M.MapSettings(target=60.0, patience=2)
+    assert early_stop(_step(3, 61.0), s, 5) == "target 60.0 reached"  # the target is named first
+    assert early_stop(_step(3, 59.0), s, 2) == "no improvement for 2 iterations"
+    assert early_stop(_step(3, 59.0), s, 1) is None
+    events, step = [], _step(4, float("nan"))
+    assert revert(step, events, None, 1)  # nothing to revert to: stop
+    assert step.event == events[0] and "(iteration None)" in events[0] and events[-1].startswith("stopped")
+    best = Best(_step(2, 10.0), [torch.zeros(1)])
+    events = []
+    assert not revert(_step(5, float("nan")), events, best, 2) and "(iteration 2)" in events[0]
+    assert revert(_step(6, float("nan")), events, best, 4)  # the fourth revert stops the run
+
+
+def test_step_records_are_the_history_and_the_loop_returns_them():
+    res = M.ascend(_pixel_model(), _img(), Brightness(), **FAST, monitors=[Darkness()], hack_margin=100.0)
+    h = res.report["history"]
+    assert list(h[0]) == ["iteration", "objective", "score", "fidelity", "seconds", "monitors"]
+    assert all(isinstance(e["score"], float) and set(e["monitors"]) == {"darkness"} for e in h)
+    assert res.report.best_iteration == max(h, key=lambda e: e["objective"])["iteration"]
+
+
+def test_adaptive_prior_is_resolved_at_the_entry_not_in_the_math(monkeypatch):
+    """A named quality-map prior is loaded once by the entry point; one passed in is used as is."""
+    from iqa_map.core import priors
+
+    loads = []
+    monkeypatch.setattr(priors, "load", lambda name, **kw: loads.append(name) or Brightness())
+    s = M.MapSettings(**FAST, adaptive_fidelity="niqe", adaptive_window=8, adaptive_stride=4)
+    assert M.resolve_adaptive_prior(Darkness(), s, "cpu") is not None and loads == ["niqe"]
+    assert M.resolve_adaptive_prior(Darkness(), M.MapSettings(), "cpu") is None
+    own = Brightness()
+    assert M.resolve_adaptive_prior(Darkness(), s, "cpu", own) is own and loads == ["niqe"]
+    M.ascend(_pixel_model(), _img(size=24), Brightness(), s, adaptive_prior=own)
+    assert loads == ["niqe"]  # given: nothing loaded
+    M.ascend(_pixel_model(), _img(size=24), Brightness(), s)
+    assert loads == ["niqe", "niqe"]  # by name: loaded once, at the entry

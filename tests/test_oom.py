@@ -138,3 +138,11 @@ def test_quality_map_halves_the_batch_on_oom_and_keeps_the_map():
     with pytest.raises(RuntimeError, match=r"even with 1 crops per batch \(MPS backend out of memory "
                                            r"\(simulated\)\): .*smaller window"):
         quality_map(OOMOverBatch(Brightness(), limit=0), img, window=16, stride=8)
+
+
+def test_one_interrupted_stops_map_ascent_and_sr_finetuning():
+    """Callbacks raise one class whichever run they stop (nodes and the CLI catch it once)."""
+    from iqa_map.core import map as M, sr
+
+    assert M.Interrupted is sr.Interrupted is oom.Interrupted
+    assert issubclass(oom.Interrupted, RuntimeError)

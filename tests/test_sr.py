@@ -135,13 +135,13 @@ def test_grouped_convs_stay_frozen():
 
 def test_selection_probabilities():
     s = torch.tensor([50.0, 70.0, 40.0, 69.0])
-    assert sr.probabilities("orig", s, 5.0).tolist() == [1, 0, 0, 0]
-    assert torch.allclose(sr.probabilities("random", s, 5.0), torch.full((4,), 0.25))
-    cold = sr.probabilities("sma", s, 1e-4)
+    assert sr.target_probabilities("orig", s, 5.0).tolist() == [1, 0, 0, 0]
+    assert torch.allclose(sr.target_probabilities("random", s, 5.0), torch.full((4,), 0.25))
+    cold = sr.target_probabilities("sma", s, 1e-4)
     assert cold.argmax() == 1 and cold[1] > 0.999
-    hot = sr.probabilities("sma", s, 1e6)
+    hot = sr.target_probabilities("sma", s, 1e6)
     assert torch.allclose(hot, torch.full((4,), 0.25), atol=1e-4)
-    smp = sr.probabilities("smp", s, 5.0)
+    smp = sr.target_probabilities("smp", s, 5.0)
     assert smp[2] == 0 and smp.sum() == pytest.approx(1)  # below the photo's own score: not positive
 
 

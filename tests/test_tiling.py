@@ -11,7 +11,8 @@ from PIL import Image
 from iqa_map.cli import main
 from iqa_map.core import map as M
 from iqa_map.core.map import tiling
-from iqa_map.core.map.tiling import Grid, ascend_tiled, tile_grid
+from iqa_map.core.map.tiling import ascend_tiled, tile_grid
+from iqa_map.core.tiles import Grid
 
 from test_map import FAST, Brightness, _pixel_model
 
@@ -20,46 +21,12 @@ def _img(h, w, seed=0):
     return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
 
 
-@pytest.mark.parametrize("h,w,tile,overlap,align", [(100, 120, 64, 16, 1), (192, 192, 64, 32, 1),
-                                                    (3000, 4000, 768, 64, 1), (3000, 4001, 768, 64, 8),
-                                                    (769, 300, 768, 64, 8), (64, 65, 64, 0, 1), (321, 481, 192, 48, 8)])
-def test_grid_covers_the_image_with_the_overlap_and_no_spare_tile(h, w, tile, overlap, align):
-    g = Grid(h, w, tile, overlap, align)
-    covered = torch.zeros(h, w, dtype=torch.int64)
-    for y, x, th, tw in g.boxes():
-        assert 0 <= y and y + th <= h and 0 <= x and x + tw <= w and y % align == x % align == 0
-        assert th > min(tile, h) - align and tw > min(tile, w) - align  # cut short by less than align, if at all
-        covered[y:y + th, x:x + tw] += 1
-    assert int(covered.min()) >= 1
-    for starts, size in ((g.rows, h), (g.cols, w)):
-        if size > tile:
-            assert all(tile - (b - a) >= overlap for a, b in zip(starts, starts[1:]))
-            # one tile fewer could not cover the side with that overlap
-            assert (len(starts) - 1) * (tile - overlap) + overlap < size + align - 1
-
-
 def test_builtin_model_tiles_start_on_its_pixel_grid():
     from iqa_map.core.models import load_builtin
 
     den = load_builtin(device="cpu")
     g = tile_grid(den, None, 481, 321, 192, 48)
     assert g.align == den.network.multiple == 8 and all(y % 8 == x % 8 == 0 for y, x, _, _ in g.boxes())
-
-
-def test_blend_of_crops_is_the_image_and_fades_between_differing_tiles():
-    g = Grid(100, 120, 64, 16)
-    x = _img(100, 120)
-    crops = [x[..., y:y + th, xx:xx + tw] for y, xx, th, tw in g.boxes()]
-    assert torch.allclose(g.blend(crops), x, atol=1e-6)
-    # tiles of two constant levels: the result stays between them and changes by small steps only
-    flat = [torch.full((1, 3, 64, 64), 0.2 if k % 2 else 0.8) for k in range(len(g))]
-    out = g.blend(flat)
-    assert float(out.min()) >= 0.2 - 1e-6 and float(out.max()) <= 0.8 + 1e-6
-    hard = torch.zeros(1, 3, 100, 120)
-    for (y, xx, th, tw), t in zip(g.boxes(), flat):
-        hard[..., y:y + th, xx:xx + tw] = t  # later tiles pasted over earlier ones: a cut at each tile edge
-    step = lambda im: float((im[..., 1:] - im[..., :-1]).abs().max())  # noqa: E731
-    assert step(hard) == pytest.approx(0.6) and step(out) < 0.1
 
 
 def test_tile_size_follows_the_models_grid_and_bad_overlaps_are_refused():

@@ -10,7 +10,6 @@ number of tasks, and a worker lost mid-task is restarted and its task retried.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 RAY_INSTALL = "pip install 'iqa-map[ray]' (or pip install ray)"
@@ -78,7 +77,3 @@ def _run_ray(worker_cls, worker_kwargs, tasks: Iterator, address, workers, gpus,
         for actor in actors:
             ray.kill(actor)
 
-
-def worker_pid(_task=None) -> int:
-    """The process a worker runs in (for tests that stop one)."""
-    return os.getpid()

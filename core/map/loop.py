@@ -1,117 +1,143 @@
-"""The ascent loop shared by latent and pixel MAP, with its guards, and the typed report it produces.
+"""The ascent loop shared by latent and pixel MAP, with its guards, as typed step records.
 
 The loop keeps the best iterate, reverts and halves the step on a non-finite
-value (the NaN guard), stops when a held-out monitor falls while the prior
-rises (the hack guard), and stops early on a target or patience.
+value (the NaN guard, :func:`revert`), stops when a held-out monitor falls while
+the prior rises (the hack guard, :func:`hack_guard`), and stops early on a target
+or patience (:func:`early_stop`). Each evaluation of the objective is an
+:class:`Evaluation`; each iteration a :class:`Step`; the run a :class:`LoopResult`,
+which :func:`.report.build` turns into the report users read.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import resource
 import time
-from collections.abc import Mapping
-from typing import Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
-from ..quality.metrics import psnr, ssim
-from .optim import lr_factor, make as make_optimiser
 from ..priors.base import comparable_score
-from ..priors.fusion import FusedPrior
+from .optim import lr_factor, make as make_optimiser
 from .settings import MapSettings
 
 
-class Interrupted(RuntimeError):
-    """Raised by a progress callback to stop the loop; the best iterate so far is kept."""
+@dataclasses.dataclass
+class Evaluation:
+    """One evaluation of the objective: its value, what it saw, and its gradient, taken only when asked for."""
+    objective: torch.Tensor          # the summed objective (detached)
+    image: torch.Tensor              # the image scored (detached, padded like the reference)
+    score: torch.Tensor              # [B] the prior's comparable score
+    fidelity: torch.Tensor           # [B] the fidelity distance
+    gradient: Callable[[], tuple]    # d objective / d params
+    latent: Optional[torch.Tensor] = None  # the sampled clean latent (latent MAP only)
 
 
 @dataclasses.dataclass
-class Report(Mapping):
-    """What a run did: per-iteration history, events, scores before and after, cost.
+class Step:
+    """One iteration: the values the history records, and the iterate's image and latent."""
+    iteration: int
+    objective: float
+    score: float
+    fidelity: float
+    seconds: float
+    image: torch.Tensor = dataclasses.field(repr=False)
+    latent: Optional[torch.Tensor] = dataclasses.field(default=None, repr=False)
+    monitors: Optional[dict] = None  # each monitor's comparable score (when there are monitors)
+    event: Optional[str] = None      # what a guard did at this iteration
 
-    Read it as attributes or, as the JSON it is written as, by key (``report["history"]``);
-    :meth:`to_json` gives the JSON text. ``tiles`` and ``scores_over`` are set by tiled runs
-    (``best_iteration`` is then per tile, inside ``tiles``).
-    """
-    history: list
+    def record(self) -> dict:
+        """The history entry (the report's JSON keys)."""
+        out = {"iteration": self.iteration, "objective": self.objective, "score": self.score,
+               "fidelity": self.fidelity, "seconds": self.seconds}
+        if self.monitors is not None:
+            out["monitors"] = self.monitors
+        if self.event is not None:
+            out["event"] = self.event
+        return out
+
+
+@dataclasses.dataclass
+class Best:
+    """The best iterate so far: its step and the parameters that gave it."""
+    step: Step
+    params: list
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What the loop returns: the best iterate, every step, the events, the cost."""
+    image: torch.Tensor              # the best iterate's image, cropped to ``size``, in [0, 1]
+    params: list                     # the best iterate's parameters
+    latent: Optional[torch.Tensor]   # its sampled clean latent (latent MAP only)
+    first_latent: Optional[torch.Tensor]  # the first iterate's (the sampler's round trip)
+    steps: list                      # one Step per iteration, reverted ones included
     events: list
-    iterations_run: int
-    wall_seconds: float
+    best_iteration: int
+    seconds: float
     peak_memory_bytes: int
-    input_scores: dict
-    output_scores: dict
-    psnr_vs_input: float
-    ssim_vs_input: float
-    settings: dict = dataclasses.field(default_factory=dict)
-    best_iteration: Optional[int] = None
-    inversion_error: float = 0.0     # the sampler's round trip (EDICT: rounding only)
-    codec_error: float = 0.0         # the VAE's own reconstruction error of the input
-    denoiser_evals: int = 0
-    scores_over: str = "image"       # "tiles": scores are the area-weighted mean of the tiles'
-    tiles: Optional[list] = None
 
-    def _keys(self):
-        return [f.name for f in dataclasses.fields(self)
-                if not (f.name in ("best_iteration", "tiles") and getattr(self, f.name) is None)]
-
-    def __getitem__(self, key):
-        if key not in self._keys():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self):
-        return iter(self._keys())
-
-    def __len__(self):
-        return len(self._keys())
-
-    def to_dict(self) -> dict:
-        return jsonable(dict(self))
-
-    def to_json(self, indent: Optional[int] = 1) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+    @property
+    def history(self) -> list:
+        return [s.record() for s in self.steps]
 
 
-def jsonable(obj):
-    """``obj`` with tensors as lists and non-finite floats as strings (JSON has no inf or NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if torch.is_tensor(obj):
-        return obj.tolist()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def named_scores(prior, monitors: Sequence, img: torch.Tensor) -> dict:
-    """Native score of the prior, of each fused member and of each monitor, for the report."""
-    out = {}
-    with torch.no_grad():
-        for p in [prior, *(prior.priors if isinstance(prior, FusedPrior) else ()), *monitors]:
-            out[p.name] = float(p.native(img).mean())
-    return out
-
-
-def _revert(entry: dict, events: list, best: dict, it: int, reverts: int) -> bool:
-    """Record the NaN guard's revert to the best iterate; True when the run must stop instead."""
-    msg = (f"iteration {it}: non-finite objective or gradient; reverted to the best iterate "
-           f"(iteration {best.get('iteration')}) and halved the learning rate")
+def revert(step: Step, events: list, best: Optional[Best], reverts: int) -> bool:
+    """The NaN guard: record the revert to the best iterate; True when the run must stop instead."""
+    msg = (f"iteration {step.iteration}: non-finite objective or gradient; reverted to the best iterate "
+           f"(iteration {best.step.iteration if best else None}) and halved the learning rate")
     events.append(msg)
-    entry["event"] = msg
-    if "params" not in best or reverts > 3:
+    step.event = msg
+    if best is None or reverts > 3:
         events.append("stopped: repeated non-finite values")
         return True
     return False
 
 
-def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, ref, size) -> dict:
-    """The ascent loop shared by latent and pixel MAP: best iterate, NaN guard, hack guard, early stop."""
+def hack_guard(step: Step, reference: Optional[dict], s: MapSettings, prior_name: str) -> tuple:
+    """The hack guard: ``(reference, message)``, the message when a monitor fell by more than ``hack_margin``
+    from its reference while the prior rose above its score then.
+
+    Each monitor's reference is (its score, the prior's score then), first at the start; with ``hack_reference``
+    "peak" it moves up with the monitor, so a judge that first rises and then falls (the usual shape of hacking)
+    stops the run near its best."""
+    if reference is None:
+        reference = {k: (v, step.score) for k, v in step.monitors.items()}
+    elif s.hack_reference == "peak":
+        reference = {k: (v, step.score) if v > reference[k][0] else reference[k] for k, v in step.monitors.items()}
+    fell = {k: reference[k][0] - v for k, v in step.monitors.items()
+            if reference[k][0] - v > s.hack_margin and step.score > reference[k][1]}
+    if not fell:
+        return reference, None
+    ref_word = "its peak" if s.hack_reference == "peak" else "the start"
+    return reference, (f"iteration {step.iteration}: hack guard: '{prior_name}' rose while monitor(s) "
+                       + ", ".join(f"'{k}' fell by {v:.1f}" for k, v in fell.items()) + f" from {ref_word}")
+
+
+def early_stop(step: Step, s: MapSettings, stale: int) -> Optional[str]:
+    """Why the run stops early at this step (a target score reached, no improvement for ``patience``), or None."""
+    if s.target is not None and step.score >= s.target:
+        return f"target {s.target} reached"
+    if s.patience is not None and stale >= s.patience:
+        return f"no improvement for {s.patience} iterations"
+    return None
+
+
+def _step(it: int, ev: Evaluation, monitors, t0: float) -> Step:
+    step = Step(iteration=it, objective=float(ev.objective), score=float(ev.score.mean()),
+                fidelity=float(ev.fidelity.mean()), seconds=time.perf_counter() - t0, image=ev.image, latent=ev.latent)
+    if monitors:
+        with torch.no_grad():
+            step.monitors = {m.name: float(comparable_score(m, ev.image).mean()) for m in monitors}
+    return step
+
+
+def optimise(params: list, evaluate: Callable[[list], Evaluation], prior, monitors, s: MapSettings, callback,
+             size) -> LoopResult:
+    """The ascent loop shared by latent and pixel MAP: best iterate, NaN guard, hack guard, early stop.
+
+    ``evaluate(params)`` gives an :class:`Evaluation`; its gradient is taken only when the loop steps, so
+    the iterate that ends the run (last, early stop, hack guard) needs no backward pass."""
     t0 = time.perf_counter()
     on_cuda = params[0].device.type == "cuda"
     if on_cuda:
@@ -120,75 +146,51 @@ def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, 
     opt = make_optimiser(s.optimizer, params, s.lr)
     base_lr = opt.lr  # the schedule scales this; the NaN guard halves it
     crop = lambda img: img[..., : size[0], : size[1]]  # noqa: E731
-    history, events = [], []
-    best = {"objective": -math.inf}
-    base_monitors, stale, first_latent, nan_reverts = None, 0, None, 0
+    steps, events = [], []
+    best: Optional[Best] = None
+    reference, stale, first_latent, nan_reverts = None, 0, None, 0
     for it in range(s.iterations + 1):
-        # ``evaluate`` returns the objective and a function for its gradient, taken only when the loop steps:
-        # the iterate that ends the run (last, early stop, hack guard) needs no backward pass.
-        j, gradient = evaluate(params)
-        j = float(j)
-        img = seen["image"]
+        ev = evaluate(params)
+        step = _step(it, ev, monitors, t0)
+        steps.append(step)
         if it == 0:
-            first_latent = seen.get("latent")
-        entry = {"iteration": it, "objective": j, "score": float(seen["score"].mean()),
-                 "fidelity": float(seen["fidelity"].mean()), "seconds": time.perf_counter() - t0}
-        if monitors:
-            with torch.no_grad():
-                entry["monitors"] = {m.name: float(comparable_score(m, img).mean()) for m in monitors}
-        if not math.isfinite(j):
-            history.append(entry)
+            first_latent = ev.latent
+        if not math.isfinite(step.objective):
             nan_reverts += 1
-            if _revert(entry, events, best, it, nan_reverts):
+            if revert(step, events, best, nan_reverts):
                 break
-            params, base_lr = [p.clone() for p in best["params"]], base_lr * 0.5
+            params, base_lr = [p.clone() for p in best.params], base_lr * 0.5
             continue
-        history.append(entry)
         stop, hacked = None, False
         if monitors:
-            # Each monitor's reference: (its score, the prior's score then). "peak" moves it up with the monitor,
-            # so a judge that first rises and then falls (the usual shape of hacking) stops the run near its best.
-            if base_monitors is None:
-                base_monitors = {k: (v, entry["score"]) for k, v in entry["monitors"].items()}
-            elif s.hack_reference == "peak":
-                base_monitors = {k: (v, entry["score"]) if v > base_monitors[k][0] else base_monitors[k]
-                                 for k, v in entry["monitors"].items()}
-            fell = {k: base_monitors[k][0] - v for k, v in entry["monitors"].items()
-                    if base_monitors[k][0] - v > s.hack_margin and entry["score"] > base_monitors[k][1]}
-            if fell:
+            reference, msg = hack_guard(step, reference, s, prior.name)
+            if msg:
                 hacked = True
-                ref_word = "its peak" if s.hack_reference == "peak" else "the start"
-                msg = (f"iteration {it}: hack guard: '{prior.name}' rose while monitor(s) "
-                       + ", ".join(f"'{k}' fell by {v:.1f}" for k, v in fell.items()) + f" from {ref_word}")
                 events.append(msg)
-                entry["event"] = msg
+                step.event = msg
                 stop = "hack guard" if s.on_hack == "stop" else None
         # A hacked iterate never becomes the result when the guard stops the run.
         before = (best, stale)
-        if j > best["objective"] and not (hacked and s.on_hack == "stop"):
-            best = {"objective": j, "iteration": it, "params": [p.clone() for p in params],
-                    "image": img, "latent": seen.get("latent"), "score": entry["score"]}
-            stale = 0
+        if step.objective > (best.step.objective if best else -math.inf) and not (hacked and s.on_hack == "stop"):
+            best, stale = Best(step, [p.clone() for p in params]), 0
         else:
             stale += 1
-        if s.target is not None and entry["score"] >= s.target:
-            stop = stop or f"target {s.target} reached"
-        if s.patience is not None and stale >= s.patience:
-            stop = stop or f"no improvement for {s.patience} iterations"
+        stop = stop or early_stop(step, s, stale)
         if callback is not None:
-            callback({**entry, "total": s.iterations, "image": crop(img), "best_iteration": best.get("iteration")})
+            callback({**step.record(), "total": s.iterations, "image": crop(step.image),
+                      "best_iteration": best.step.iteration if best else None})
         if stop or it == s.iterations:
             if stop:
                 events.append(f"stopped at iteration {it}: {stop}")
             break
-        grads = gradient()
+        grads = ev.gradient()
         if not all(torch.isfinite(g).all() for g in grads):
             # As a non-finite objective: this iterate is not kept, and the step restarts from the best one.
             best, stale = before
             nan_reverts += 1
-            if _revert(entry, events, best, it, nan_reverts):
+            if revert(step, events, best, nan_reverts):
                 break
-            params, base_lr = [p.clone() for p in best["params"]], base_lr * 0.5
+            params, base_lr = [p.clone() for p in best.params], base_lr * 0.5
             continue
         if s.tied and len(grads) == 2:
             g = (grads[0] + grads[1]) / 2
@@ -198,16 +200,11 @@ def optimise(params, evaluate, seen, prior, monitors, s: MapSettings, callback, 
         if s.perturb > 0:
             params = [p + s.perturb * torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
                       for p in params]
-    if "image" not in best:
+    if best is None:
         raise FloatingPointError("the objective was not finite at the start: check the prior and the input image")
-    out_img = crop(best["image"]).clamp(0, 1)
-    in_img = crop(ref).float()
-    report = Report(
-        history=history, events=events, best_iteration=best["iteration"], iterations_run=len(history),
-        wall_seconds=time.perf_counter() - t0,
+    return LoopResult(
+        image=crop(best.step.image).clamp(0, 1), params=best.params, latent=best.step.latent,
+        first_latent=first_latent, steps=steps, events=events, best_iteration=best.step.iteration,
+        seconds=time.perf_counter() - t0,
         peak_memory_bytes=(torch.cuda.max_memory_allocated(params[0].device) if on_cuda
-                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-        input_scores=named_scores(prior, monitors, in_img), output_scores=named_scores(prior, monitors, out_img),
-        psnr_vs_input=psnr(out_img, in_img), ssim_vs_input=ssim(out_img, in_img))
-    return {"image": out_img, "report": report, "params": best["params"], "first_latent": first_latent,
-            "latent": best["latent"]}
+                           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))

@@ -1,8 +1,17 @@
-"""The MAP objective ``Q(x) - lambda * D(x, x_init)``: fidelity terms and their weighting."""
+"""The MAP objective ``Q(x) - lambda * D(x, x_init)``: fidelity terms, their weighting, and the objective itself.
+
+Everything here is built from loaded objects (a prior, a reference image, a weight map): the
+entry points (:mod:`.ascent`, :mod:`.pipeline`) load and validate, the math only computes.
+"""
 from __future__ import annotations
+
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+
+from ..priors.base import comparable_score
+from ..quality.fullref import NLPD, SSIMDistance
 
 FIDELITIES = ("nlpd", "mse", "ssim", "none")
 #: Default lambda per fidelity, for a prior on the calibrated 0-100 scale. NLPD's 20 is the public
@@ -22,7 +31,7 @@ class Fidelity(torch.nn.Module):
     ``w > 1``.
     """
 
-    def __init__(self, name: str = "nlpd", weight_map: torch.Tensor | None = None, weights_dir=None):
+    def __init__(self, name: str = "nlpd", weight_map: torch.Tensor | None = None):
         super().__init__()
         if name not in FIDELITIES:
             raise ValueError(f"unknown fidelity '{name}'; choose from {', '.join(FIDELITIES)}")
@@ -30,13 +39,7 @@ class Fidelity(torch.nn.Module):
         self.weight_map = weight_map
         # Decided once: testing the map inside forward would sync a GPU on every iterate.
         self._holds = weight_map is not None and bool((weight_map > 1).any())
-        self.metric = None
-        if name == "nlpd":
-            self.metric = SmoothNLPD()
-        elif name == "ssim":
-            from ..quality.fullref import SSIMDistance
-
-            self.metric = SSIMDistance()
+        self.metric = {"nlpd": SmoothNLPD, "ssim": SSIMDistance}.get(name, lambda: None)()
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if self.name == "none":
@@ -71,9 +74,39 @@ class SmoothNLPD(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from ..quality.fullref import NLPD
-
         self.net = NLPD(eps=1e-12)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return self.net(x, ref)
+
+
+class Terms(NamedTuple):
+    """One evaluation of the objective: the value to climb and what it is made of (all but ``total`` detached)."""
+    total: torch.Tensor     # sum over the batch of Q - lambda * D, with its graph
+    image: torch.Tensor     # the image scored
+    score: torch.Tensor     # [B] Q, the prior's comparable score
+    fidelity: torch.Tensor  # [B] D
+
+
+class Objective:
+    """``Q(img) - lambda * D(img, ref)`` summed over the batch, for a loaded prior and fidelity."""
+
+    def __init__(self, prior, fidelity: Fidelity, weight: float, ref: torch.Tensor):
+        self.prior, self.fidelity, self.weight, self.ref = prior, fidelity, weight, ref
+
+    def __call__(self, img: torch.Tensor) -> Terms:
+        if img.requires_grad:
+            # The built-in priors are total (tests/test_priors_total.py); a third-party pyiqa model may
+            # still give a NaN gradient on some pixels: those get no push instead of poisoning the
+            # whole latent gradient through the decoder and sampler.
+            img.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
+        q = comparable_score(self.prior, img)
+        d = self.fidelity(img, self.ref)
+        return Terms((q - self.weight * d).sum(), img.detach(), q.detach(), d.detach())
+
+
+def objective(prior, name: str, weight: Optional[float], ref: torch.Tensor,
+              weight_map: Optional[torch.Tensor] = None) -> Objective:
+    """The objective of fidelity ``name`` with weight ``weight`` (None: :data:`DEFAULT_WEIGHT`)."""
+    return Objective(prior, Fidelity(name, weight_map=weight_map), DEFAULT_WEIGHT[name] if weight is None else weight,
+                     ref)

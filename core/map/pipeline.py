@@ -3,7 +3,7 @@
 It loads what it is given by name (model, prior, monitors), picks the settings
 (a preset, a :class:`~iqa_map.core.map.settings.MapSettings`, keyword overrides),
 splits a large photo into tiles, and returns the result with its typed
-:class:`~iqa_map.core.map.loop.Report`. The command line, ``make demo`` and the
+:class:`~iqa_map.core.map.report.Report`. The command line, ``make demo`` and the
 benchmarks call it; for a batch, load the model and priors once
 (:func:`load_model`, :func:`load_prior`) and pass the objects.
 """
@@ -94,5 +94,9 @@ def enhance(
     h, w = image.shape[-2:]
     tile, overlap = (tiles.tile, tiles.tile_overlap) if tiles.tile else (max(h, w), 0)
     torch.manual_seed(s.seed)
+    adaptive_prior = None  # the quality map's prior, loaded here like the others (None: none, or the prior itself)
+    if s.adaptive_fidelity and s.adaptive_fidelity != "prior":
+        adaptive_prior = load_prior(s.adaptive_fidelity, weights_dir=weights_dir, device=den.device)
     return tiling.ascend_tiled(den, image.to(den.device), prior, s, tile=tile, overlap=overlap, codec=model.codec,
-                        monitors=monitors, weight_map=weight_map, cond=model.cond, callback=callback)
+                               monitors=monitors, weight_map=weight_map, cond=model.cond, callback=callback,
+                               adaptive_prior=adaptive_prior)

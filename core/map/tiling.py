@@ -10,20 +10,18 @@ border, where its denoiser and prior see no context, carries almost no weight.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .ascent import MapResult, adaptive_weight, ascend, check_image
-from .loop import Report, named_scores
-from ..quality.metrics import psnr, ssim
+from . import report as reports
+from .ascent import MapResult, adaptive_weight, ascend, check_image, resolve_adaptive_prior
 from ..autograd import usable
 from ..models.codec import PixelCodec
 from ..runtime import halving_retry
-from ..sampling.precision import wide_dtype
+from ..tiles import Grid
 from .settings import MapSettings, TileSettings
 
 DEFAULT_TILE = TileSettings.tile            # 3-3.5 GiB peak on the CPU with the built-in model (bench_tiles.py)
@@ -32,90 +30,6 @@ DEFAULT_OVERLAP = TileSettings.tile_overlap
 # 0.4 KB per pixel for NIQE + BRISQUE: 5 GB at 12 megapixels) would outgrow a tile's ascent, so the report
 # gives the area-weighted mean of the tiles' scores instead and says so (``scores_over``).
 WHOLE_SCORE_TILES = 8
-
-
-def ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blending weight of one tile: flat in the middle, raised-cosine ramps over the overlaps
-    (none at the image border), so neighbouring weights sum smoothly."""
-    w = torch.ones(length, dtype=torch.float64)
-    n = min(overlap, length // 2)
-    if n > 0:
-        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-        up = 0.5 - 0.5 * torch.cos(torch.pi * t)
-        if not at_start:
-            w[:n] = up
-        if not at_end:
-            w[-n:] = up.flip(0)
-    return w
-
-
-@dataclasses.dataclass(frozen=True)
-class Grid:
-    """Overlapping tiles of at most ``tile`` x ``tile`` pixels covering a ``height`` x ``width`` image.
-
-    Tiles start at multiples of ``align``: a network that works on a pixel grid
-    (the built-in model's 2x2 unshuffle and two downsamplings, a VAE's 8x8
-    patches) then sees every tile on the same grid as the whole photo, so tiles
-    agree with each other where they overlap. A last tile that cannot start
-    aligned and end flush with the border is cut short instead (by less than
-    ``align`` pixels).
-    """
-    height: int
-    width: int
-    tile: int
-    overlap: int
-    align: int = 1
-
-    def __post_init__(self):
-        if self.tile < 1 or not 0 <= self.overlap < self.tile or not 1 <= self.align <= self.tile - self.overlap:
-            raise ValueError(f"tiles need tile >= 1, 0 <= overlap < tile and 1 <= align <= tile - overlap; got "
-                             f"tile {self.tile}, overlap {self.overlap}, align {self.align}")
-
-    @property
-    def shape(self) -> tuple:
-        """The largest tile's ``(h, w)`` (every tile's, with ``align`` 1)."""
-        return min(self.tile, self.height), min(self.tile, self.width)
-
-    def _starts(self, size: int) -> list:
-        """As few tiles as cover ``size`` with at least ``overlap`` between neighbours, spread evenly (a last
-        tile flush with the border would otherwise overlap its neighbour almost entirely); rounding a start
-        up to ``align`` moves it by less than ``align``, which the spacing leaves room for."""
-        if size <= self.tile:
-            return [0]
-        n = 1 + math.ceil((size - self.tile) / (self.tile - self.overlap - self.align + 1))
-        return [math.ceil(round(i * (size - self.tile) / (n - 1), 6) / self.align) * self.align for i in range(n)]
-
-    @property
-    def rows(self) -> list:
-        return self._starts(self.height)
-
-    @property
-    def cols(self) -> list:
-        return self._starts(self.width)
-
-    def boxes(self) -> list:
-        """``(y, x, h, w)`` of every tile, row by row."""
-        return [(y, x, min(self.tile, self.height - y), min(self.tile, self.width - x))
-                for y in self.rows for x in self.cols]
-
-    def __len__(self) -> int:
-        return len(self.rows) * len(self.cols)
-
-    def blend(self, patches: Sequence[torch.Tensor]) -> torch.Tensor:
-        """One image from one ``[B,C,h,w]`` patch per box (in :meth:`boxes` order), weights normalised by
-        their sum: where neighbours agree the result is their value exactly, where they differ it fades
-        over the overlap instead of jumping."""
-        first = patches[0]
-        dt = wide_dtype(first.device, "tile blending")  # float32 on MPS
-        acc = torch.zeros(first.shape[0], first.shape[1], self.height, self.width, dtype=dt, device=first.device)
-        wsum = torch.zeros(1, 1, self.height, self.width, dtype=dt, device=first.device)
-        for (y, x, th, tw), patch in zip(self.boxes(), patches, strict=True):
-            wy = ramp(th, self.overlap, y == 0, y + th >= self.height)
-            wx = ramp(tw, self.overlap, x == 0, x + tw >= self.width)
-            wt = (wy[:, None] * wx[None, :])[None, None].to(first.device, dt)
-            acc[..., y:y + th, x:x + tw] += wt * patch.to(dt)
-            wsum[..., y:y + th, x:x + tw] += wt
-        return (acc / wsum).to(first.dtype)
 
 
 def tile_grid(denoiser, codec, height: int, width: int, tile: int, overlap: int) -> Optional[Grid]:
@@ -151,6 +65,7 @@ def ascend_tiled(
     weight_map: Optional[torch.Tensor] = None,
     cond: Any = None,
     callback: Optional[Callable[[dict], None]] = None,
+    adaptive_prior=None,
     **overrides,
 ) -> MapResult:
     """:func:`~iqa_map.core.map.ascend` on overlapping tiles of at most ``tile`` pixels a side, blended.
@@ -164,25 +79,27 @@ def ascend_tiled(
     its ``tile``; PSNR and SSIM are of the whole blended image, and so are the
     scores up to ``WHOLE_SCORE_TILES`` tiles' area (``scores_over`` "image"),
     beyond which they are the area-weighted mean over the tiles ("tiles"). Out of memory, the run starts
-    again with tiles half as large (:func:`.oom.halving_retry`; an image in one tile is then split).
+    again with tiles half as large (:func:`..runtime.halving_retry`; an image in one tile is then split).
     """
     first = min(tile, max(image.shape[-2:]))  # the first attempt runs as asked; a retry halves what was used
-    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, settings, tile=tile if t == first else t,
-                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
-                                                 monitors=monitors, weight_map=weight_map, cond=cond,
-                                                 callback=callback, **overrides), first, what="MAP ascent")
-
-
-def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, monitors, weight_map, cond, callback,
-                  **overrides) -> MapResult:
     s = dataclasses.replace(settings or MapSettings(), **overrides)
     s.validate()
     check_image(image)
+    adaptive_prior = resolve_adaptive_prior(prior, s, image.device, adaptive_prior)  # once, for every attempt
+    return halving_retry(lambda t: _ascend_tiled(denoiser, image, prior, s, tile=tile if t == first else t,
+                                                 overlap=overlap if t == first else min(overlap, t // 4), codec=codec,
+                                                 monitors=monitors, weight_map=weight_map, cond=cond,
+                                                 callback=callback, adaptive_prior=adaptive_prior),
+                         first, what="MAP ascent")
+
+
+def _ascend_tiled(denoiser, image, prior, s: MapSettings, *, tile, overlap, codec, monitors, weight_map, cond,
+                  callback, adaptive_prior) -> MapResult:
     h, w = image.shape[-2:]
     grid = tile_grid(denoiser, codec, h, w, tile, overlap)
     if grid is None:
         return ascend(denoiser, image, prior, s, codec=codec, monitors=monitors, weight_map=weight_map, cond=cond,
-                        callback=callback)
+                      callback=callback, adaptive_prior=adaptive_prior)
     t0 = time.perf_counter()
     with torch.inference_mode(False):
         image = usable(image).detach()
@@ -190,52 +107,31 @@ def _ascend_tiled(denoiser, image, prior, settings, *, tile, overlap, codec, mon
             weight_map = usable(weight_map).float()
             if weight_map.shape[-2:] != (h, w):
                 weight_map = F.interpolate(weight_map, size=(h, w), mode="bilinear", align_corners=False)
-        if s.adaptive_fidelity:
-            adaptive = adaptive_weight(prior, s, image.float(), (h, w))
+        if adaptive_prior is not None:
+            adaptive = adaptive_weight(adaptive_prior, s, image.float(), (h, w))
             weight_map = adaptive if weight_map is None else weight_map * adaptive
         per_tile = dataclasses.replace(s, adaptive_fidelity=None)
-        outputs, tiles = [], []
+        outputs, tile_reports = [], []
         for k, (y, x, th, tw) in enumerate(grid.boxes()):
             def tile_callback(info, k=k):
                 callback({**info, "tile": k, "tiles": len(grid)})
 
             res = ascend(denoiser, image[..., y:y + th, x:x + tw], prior, per_tile, codec=codec, monitors=monitors,
-                           weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
-                           cond=cond, callback=tile_callback if callback is not None else None)
+                         weight_map=None if weight_map is None else weight_map[..., y:y + th, x:x + tw],
+                         cond=cond, callback=tile_callback if callback is not None else None)
             outputs.append(res.image.float())
-            tiles.append({"box": [y, x, th, tw], **res.report})
+            tile_reports.append(res.report)
         out = grid.blend(outputs).clamp(0, 1)
-    return MapResult(image=out, report=_tiled_report(tiles, s, grid, out, image.float(), prior, monitors, t0))
+    return MapResult(image=out, report=_tiled_report(tile_reports, s, grid, out, image.float(), prior, monitors, t0))
 
 
-def _scores(prior, monitors, img: torch.Tensor, grid: Optional[Grid]) -> dict:
-    """Native scores of the image, or with a ``grid``, the area-weighted mean of its tiles' scores."""
-    if grid is None:
-        return named_scores(prior, monitors, img)
-    parts = [(h * w, named_scores(prior, monitors, img[..., y:y + h, x:x + w])) for y, x, h, w in grid.boxes()]
-    area = sum(a for a, _ in parts)
-    return {k: sum(a * p[k] for a, p in parts) / area for k in parts[0][1]}
-
-
-def _tiled_report(tiles: list, s: MapSettings, grid: Grid, out, inp, prior, monitors, t0: float) -> Report:
-    """One report for the whole photo: the sums, maxima and whole-image scores, each tile's own report kept."""
+def _tiled_report(tile_reports: list, s: MapSettings, grid: Grid, out, inp, prior, monitors, t0: float):
+    """One report for the whole photo (:func:`.report.build`): the tiles' reports merged, the scores of the whole
+    blended image up to ``WHOLE_SCORE_TILES`` tiles' area, else the area-weighted mean over the tiles."""
     whole = grid.height * grid.width <= WHOLE_SCORE_TILES * grid.tile ** 2
-    settings = {**tiles[0]["settings"], **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
-                                                                         "adaptive_normalise")},
+    settings = {**tile_reports[0].settings, **{k: getattr(s, k) for k in ("adaptive_fidelity", "adaptive_floor",
+                                                                           "adaptive_normalise")},
                 "tile": grid.tile, "tile_overlap": grid.overlap, "tile_align": grid.align}
-    return Report(
-        settings=settings,
-        tiles=[{k: v for k, v in t.items() if k not in ("settings", "history")} for t in tiles],
-        history=[{"tile": k, **e} for k, t in enumerate(tiles) for e in t["history"]],
-        events=[f"tile {k}: {e}" for k, t in enumerate(tiles) for e in t["events"]],
-        iterations_run=sum(t["iterations_run"] for t in tiles),
-        inversion_error=max(t["inversion_error"] for t in tiles),
-        codec_error=max(t["codec_error"] for t in tiles),
-        denoiser_evals=sum(t["denoiser_evals"] for t in tiles),
-        wall_seconds=time.perf_counter() - t0,
-        peak_memory_bytes=max(t["peak_memory_bytes"] for t in tiles),
-        scores_over="image" if whole else "tiles",
-        input_scores=_scores(prior, monitors, inp, None if whole else grid),
-        output_scores=_scores(prior, monitors, out, None if whole else grid),
-        psnr_vs_input=psnr(out, inp),
-        ssim_vs_input=ssim(out, inp))
+    return reports.build(out, inp, prior, monitors, settings=settings, wall_seconds=time.perf_counter() - t0,
+                         boxes=None if whole else grid.boxes(),
+                         **reports.merge_tiles(tile_reports, [[y, x, th, tw] for y, x, th, tw in grid.boxes()]))

@@ -1,6 +1,6 @@
 """Spatial quality maps: any prior scored over sliding windows, overlap-averaged to full resolution.
 
-The map tells where a photo is damaged (as in AdaQual-Diff, METHOD.md section 6):
+The map tells where a photo is damaged (as in AdaQual-Diff: Su, Wu, Zhang, Lyu, Zheng, 2025):
 used as a MASK in ComfyUI, as a heatmap, and as the per-pixel fidelity weight of
 quality-adaptive MAP (good regions held close to the input, bad ones free).
 """
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ..autograd import usable
 from ..runtime import halving_retry
+from ..tiles import starts
 from ..priors.base import comparable_score, is_calibrated, textureless
 
 NORMALISE = ("minmax", "absolute")
@@ -71,17 +72,6 @@ class QualityMap:
         return w / w.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
 
 
-def positions(size: int, tile: int, stride: int) -> list:
-    """Window starts along one axis: every ``stride``, the last one flush with the end so every pixel is covered
-    (the quality map's sliding windows; :class:`.tiling.Grid` spreads tiles evenly instead)."""
-    if size <= tile:
-        return [0]
-    pos = list(range(0, size - tile + 1, stride))
-    if pos[-1] != size - tile:
-        pos.append(size - tile)
-    return pos
-
-
 def loss_weight(q: torch.Tensor, q_min: torch.Tensor | float | None = None,
                 q_max: torch.Tensor | float | None = None) -> torch.Tensor:
     """AdaQual-Diff's quality-weighted loss weight ``w(q) = (q_max - q) / (q_max - q_min)``: 1 in the worst
@@ -130,7 +120,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     of the image's textured windows, so flat regions read as typical for the photo, neither its
     worst nor its best, whatever a prior makes of a flat input. ``flat`` records where.
 
-    An out-of-memory error halves ``batch`` and scores the image again (:func:`.oom.halving_retry`).
+    An out-of-memory error halves ``batch`` and scores the image again (:func:`..runtime.halving_retry`).
     """
     if normalise not in NORMALISE:
         raise ValueError(f"normalise must be one of {NORMALISE}, got {normalise!r}")
@@ -141,7 +131,7 @@ def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, n
     img = usable(image).float()
     b, _, h, w = img.shape
     win_h, win_w = min(window, h), min(window, w)
-    ys, xs = positions(h, win_h, stride), positions(w, win_w, stride)
+    ys, xs = starts(h, win_h, stride), starts(w, win_w, stride)
     # All windows at once with unfold would hold B*T*3*win^2 floats; crops by index batch it instead.
     coords = [(y, x) for y in ys for x in xs]
     out_sum = torch.zeros(b, 1, h, w, dtype=torch.float64)

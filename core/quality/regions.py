@@ -1,6 +1,6 @@
 """Quality-adaptive conditioning (AdaQual-Diff): regions of a quality map, a prompt per region, a strength map.
 
-AdaQual-Diff's Algorithm 1 (region-aware prompt selection, METHOD.md section 6), on this
+AdaQual-Diff's Algorithm 1 (Su, Wu, Zhang, Lyu, Zheng, 2025: region-aware prompt selection), on this
 project's quality maps:
 
 1. **Partition** the map (quality 0-100, higher = better): smooth it, split its values

@@ -13,7 +13,7 @@ import torch
 
 from ..autograd import usable
 from ..priors.base import comparable_score
-from ..map.tiling import Grid
+from ..tiles import Grid
 
 Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]
 MODES = ("argmax", "softmax")

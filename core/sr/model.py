@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..tiles import Canvas, linear_ramp, starts
+
 
 class UpscalerError(ValueError):
     """A file that is not a usable super-resolution model; the message says what to do."""
@@ -61,35 +63,12 @@ def describe(desc) -> str:
     return f"{_arch(desc)} x{desc.scale}"
 
 
-def _ramp(n: int, overlap: int, first: bool, last: bool, device) -> torch.Tensor:
-    """Blend weights along one side: the outer quarter of an overlap (where the tile's zero padding
-    reaches) gets 0, the middle half a linear ramp; a side on the image border keeps 1."""
-    w = torch.ones(n, device=device)
-    if overlap > 0:
-        q = overlap // 4
-        r = torch.cat([torch.zeros(q, device=device),
-                       torch.linspace(0, 1, overlap - 2 * q + 2, device=device)[1:-1],
-                       torch.ones(q, device=device)])
-        if not first:
-            w[:overlap] = r
-        if not last:
-            w[-overlap:] = r.flip(0)
-    return w
-
-
-def _starts(size: int, tile: int, step: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    s = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(s))
-
-
 def upscale(model, img: torch.Tensor, tile: int = 512, overlap: int = 32, callback=None,
             on_oom=None) -> torch.Tensor:
     """``img`` [B,3,h,w] in [0,1] -> [B,3,h*s,w*s], clamped; inputs larger than ``tile`` pixels a side go in
     overlapping tiles (``tile=0``: never). ``model`` is a descriptor (its scale) or ``(module, scale)``.
     Gradients flow when enabled (training crops are never tiled). An out-of-memory error halves the tile and
-    runs again (:func:`..oom.halving_retry`; ``on_oom`` frees memory first, e.g. ComfyUI's soft_empty_cache)."""
+    runs again (:func:`..runtime.halving_retry`; ``on_oom`` frees memory first, e.g. ComfyUI's soft_empty_cache)."""
     from ..runtime import halving_retry
 
     first = tile or max(img.shape[-2:])
@@ -110,24 +89,20 @@ def _upscale(model, img: torch.Tensor, tile: int, overlap: int, callback=None) -
         return module(x).clamp(0, 1).to(img.device)
     if overlap * 2 >= tile:
         raise ValueError(f"tile overlap {overlap} must be under half the tile {tile}")
-    out = torch.zeros(img.shape[0], 3, h * scale, w * scale, device=img.device)
-    weight = torch.zeros(1, 1, h * scale, w * scale, device=img.device)
-    ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
+    canvas = Canvas(img.shape[0], 3, h * scale, w * scale, torch.get_default_dtype(), img.device)
+    ys, xs = starts(h, tile, tile - overlap), starts(w, tile, tile - overlap)
     done, total = 0, len(ys) * len(xs)
     for i, y0 in enumerate(ys):
         for j, x0 in enumerate(xs):
             th, tw = min(tile, h), min(tile, w)
             y = module(x[..., y0:y0 + th, x0:x0 + tw]).clamp(0, 1).to(img.device)
-            wy = _ramp(th * scale, overlap * scale, i == 0, i == len(ys) - 1, img.device)
-            wx = _ramp(tw * scale, overlap * scale, j == 0, j == len(xs) - 1, img.device)
-            wt = (wy[:, None] * wx[None, :])[None, None]
-            Y, X = y0 * scale, x0 * scale
-            out[..., Y:Y + th * scale, X:X + tw * scale] += y * wt
-            weight[..., Y:Y + th * scale, X:X + tw * scale] += wt
+            wy = linear_ramp(th * scale, overlap * scale, i == 0, i == len(ys) - 1, img.device)
+            wx = linear_ramp(tw * scale, overlap * scale, j == 0, j == len(xs) - 1, img.device)
+            canvas.add(y0 * scale, x0 * scale, y, (wy[:, None] * wx[None, :])[None, None])
             done += 1
             if callback is not None:
                 callback(done, total)
-    return out / weight.clamp_min(1e-8)
+    return canvas.result(floor=1e-8)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..runtime import Interrupted
 from .data import PairSampler
 from .guard import GREY, HeldOut, JudgeGuard, balanced_gradient, periodic_energy
 from .lora import add_lora, lora_state_dict, merged_state_dict
@@ -41,10 +42,6 @@ class Discriminator(torch.nn.Module):
 
     def forward(self, x):
         return self.net(x * 2 - 1)
-
-
-class Interrupted(RuntimeError):
-    """Raised by a callback to stop; the checkpoint of the last finished step is written first."""
 
 
 @dataclass
