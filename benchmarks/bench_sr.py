@@ -128,6 +128,7 @@ def main(argv=None) -> None:
 
     from benchmarks.common import dev_files
     from iqa_map.core import priors, sr
+    from iqa_map.core.io.files import sha256_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +183,7 @@ def main(argv=None) -> None:
                               f"q {info['q'] if info['q'] is None else round(info['q'], 2)}", flush=True)
 
                 judges = {n: (prior if n == "prior" else load_metric(n, dev)) for n in s.judge_names()}
-                res = sr.finetune(base, sampler, prior, s, callback=progress, base_hash=sr.file_sha256(path),
+                res = sr.finetune(base, sampler, prior, s, callback=progress, base_hash=sha256_file(path),
                                   judges={(args.prior if n == "prior" else n): j for n, j in judges.items()})
                 record = res.record
                 model = sr.load_upscaler(res.merged_state_dict(), device=dev)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from iqa_map.core.io.files import write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
@@ -65,12 +67,8 @@ def _same_run(a: dict, b: dict, ignore: tuple = ()) -> bool:
 
 def checkpoint(out: str, rows: list, settings: dict, seconds: float) -> None:
     """Write the rows so far (marked partial) atomically, so a long run that dies keeps its finished images."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"summary": {"settings": settings, "seconds": seconds, "partial": True},
-                               "rows": rows}, indent=2))
-    tmp.replace(path)
+    write_text(out, json.dumps({"summary": {"settings": settings, "seconds": seconds, "partial": True},
+                                "rows": rows}, indent=2))
 
 
 def resume_rows(out: str, settings: dict, tool: str, ignore: tuple = ()) -> tuple[list, float]:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from iqa_map.core.sampling import edict
-from iqa_map.core.models.builtin import (WEIGHTS_DIR, WEIGHTS_NAME, BuiltinDenoiser, load_builtin, sha256_file,
+from iqa_map.core.io.files import sha256_file
+from iqa_map.core.models.builtin import (WEIGHTS_DIR, WEIGHTS_NAME, BuiltinDenoiser, load_builtin,
                                          verify_weights)
 
 REPO = Path(__file__).resolve().parents[1]

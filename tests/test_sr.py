@@ -10,6 +10,7 @@ from PIL import Image
 
 from helpers import DATA, need_shared, rel
 from iqa_map.core import priors, sr
+from iqa_map.core.io.files import sha256_file
 
 
 #: The mechanics of issue 24 without the hack guard (tests/test_sr_guard.py tests the guard): L1 only.
@@ -301,7 +302,7 @@ def test_cli_finetune_then_upscale(tmp_path, capsys):
     assert out.is_file() and (tmp_path / "models" / "tuned_lora.safetensors").is_file()
     assert not (tmp_path / "models" / "tuned.safetensors.ckpt").exists()
     meta = sr.read_metadata(out)
-    assert meta["steps"] == 3 and meta["prior"] == "cnniqa-builtin" and meta["base_sha256"] == sr.file_sha256(base)
+    assert meta["steps"] == 3 and meta["prior"] == "cnniqa-builtin" and meta["base_sha256"] == sha256_file(base)
     assert len(json.loads((tmp_path / "ft.json").read_text())["history"]) == 3
     # the same command again: refuses to overwrite
     assert _run(["sr-finetune", "--model", base, "-o", out, "--data", hr, "--steps", 3, "--crop", 16]) == 2

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import write_bytes
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MIN_SIDE = 16
 ORIENTATION = 0x0112  # EXIF tag
@@ -225,14 +227,7 @@ def write_photo(img: torch.Tensor, path: str | os.PathLike, like: Photo | None =
                              f"{a.shape[1]}x{a.shape[0]}; write it without like=")
         arr = np.concatenate([arr, a], axis=2)
     data = _png16(arr, icc, exif) if depth == 16 else _png8(arr, icc, exif)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written output
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes(path, data)  # atomic: an interrupted run never leaves a half-written output
 
 
 def save_image(img: torch.Tensor, path: str | os.PathLike, protect: tuple = ()) -> Path:

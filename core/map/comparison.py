@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..io.files import write_text
+
 INPUT = "input"  # the row of the photos as given
 
 
@@ -61,20 +63,14 @@ def write(report: dict, folder: Path, outputs: dict, inputs: dict, top: int = 6)
     ``folder``; ``outputs[(photo, prior)]`` and ``inputs[photo]`` are image paths. Returns the paths."""
     folder = Path(folder)
     paths = {k: folder / f"comparison.{k}" for k in ("json", "csv", "html")}
-    _atomic(paths["json"], json.dumps(report, indent=2))
+    write_text(paths["json"], json.dumps(report, indent=2))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["photo", "optimised_for", *report["priors"]], lineterminator="\n")
     w.writeheader()
     w.writerows(report["per_photo"])
-    _atomic(paths["csv"], buf.getvalue())
-    _atomic(paths["html"], _html(report, outputs, inputs, top))
+    write_text(paths["csv"], buf.getvalue())
+    write_text(paths["html"], _html(report, outputs, inputs, top))
     return paths
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _thumb(path, side: int = 160) -> str:

@@ -25,7 +25,6 @@ Weights ship in ``weights/`` with a JSON config and a sha256 checksum file;
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.files import sha256_file
 from .base import Denoiser, bcast, module_device_dtype
 from .blocks import Downsample2D, TimestepEmbedding, Timesteps, Upsample2D
 
@@ -199,14 +199,6 @@ def build_model(config: Optional[dict] = None) -> BuiltinUNet:
     if cfg.get("arch") != "BuiltinUNet":
         raise ValueError(f"unknown built-in architecture {cfg.get('arch')!r}")
     return BuiltinUNet(**cfg)
-
-
-def sha256_file(path: os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_weights(state_dict: dict, config: dict, out_dir: os.PathLike, name: str = WEIGHTS_NAME) -> Path:

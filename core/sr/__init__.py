@@ -12,7 +12,7 @@ from .data import DEGRADATIONS, SELECTIONS, PairSampler, Sample, downscale, load
 from .export import apply_lora, read_metadata, save_lora, save_upscaler
 from .lora import TARGET_KINDS, LoraSpec, add_lora, lora_state_dict, merged_state_dict, target_layers
 from .pipeline import FinetuneOutput, finetune_upscaler, output_paths
-from .model import UpscalerError, describe, file_sha256, load_upscaler, state_sha256, upscale
+from .model import UpscalerError, describe, load_upscaler, state_sha256, upscale
 from .guard import JudgeGuard, balanced_gradient, flat_texture, grid_share, periodic_energy
 from .settings import TRAIN_MODES, SRSettings
 from ..runtime import Interrupted
@@ -20,7 +20,7 @@ from .train import SRResult, finetune
 
 __all__ = ["DEGRADATIONS", "FinetuneOutput", "Interrupted", "JudgeGuard", "LoraSpec", "PairSampler", "SELECTIONS",
            "SRResult", "SRSettings", "Sample", "TARGET_KINDS", "TRAIN_MODES", "UpscalerError", "add_lora",
-           "apply_lora", "balanced_gradient", "describe", "downscale", "file_sha256", "finetune",
+           "apply_lora", "balanced_gradient", "describe", "downscale", "finetune",
            "finetune_upscaler", "flat_texture", "grid_share", "load_lr", "load_samples", "load_upscaler",
            "lora_state_dict", "merged_state_dict", "output_paths", "periodic_energy", "read_metadata",
            "save_lora", "save_upscaler", "state_sha256", "target_layers", "target_probabilities", "upscale"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.files import atomic_path
 from .lora import LoraSpec, add_lora, load_lora_state, merged_state_dict
 
 MODEL_SUFFIXES = (".safetensors", ".pth")
@@ -19,10 +20,8 @@ def _meta(metadata: dict | None) -> dict[str, str]:
 
 
 def _write(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
             save_file(tensors, str(tmp), metadata=metadata)
@@ -30,9 +29,6 @@ def _write(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
             torch.save(tensors, tmp)
             path.with_suffix(path.suffix + ".json").write_text(json.dumps(metadata, indent=2))
         os.chmod(tmp, 0o666 & ~_umask())  # safetensors 0.8 writes 0600: give what any new file gets
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _umask() -> int:

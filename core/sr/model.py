@@ -6,7 +6,6 @@ the memory of one tile; the tiles overlap and are blended with a linear ramp.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -103,16 +102,6 @@ def _upscale(model, img: torch.Tensor, tile: int, overlap: int, callback=None) -
             if callback is not None:
                 callback(done, total)
     return canvas.result(floor=1e-8)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_sha256(state: dict) -> str:

@@ -12,7 +12,8 @@ import torch
 
 from .data import PairSampler, load_samples, load_lr
 from .export import MODEL_SUFFIXES, save_lora, save_upscaler
-from .model import describe, file_sha256, load_upscaler, upscale
+from ..io.files import sha256_file
+from .model import describe, load_upscaler, upscale
 from .train import SRResult, SRSettings, finetune
 
 
@@ -55,7 +56,7 @@ def finetune_upscaler(base_path, hr_dir, out, prior=None, settings: SRSettings |
                               "start again")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = load_upscaler(base_path, device=device)
-    base_hash = file_sha256(base_path)
+    base_hash = sha256_file(base_path)
     samples = load_samples(hr_dir, candidates_dir=candidates_dir, generate=generate)
     if lr_dir is not None:
         load_lr(samples, lr_dir, hr_dir, base.scale)

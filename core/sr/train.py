@@ -12,7 +12,6 @@ gives bit-for-bit what an uninterrupted one gives.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..io.files import atomic_path
 from ..runtime import Interrupted
 from .data import PairSampler
 from .guard import GREY, HeldOut, JudgeGuard, balanced_gradient, periodic_energy
@@ -69,13 +69,8 @@ def _trainable(module) -> dict[str, torch.nn.Parameter]:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _same_run(saved: dict, now: dict) -> list[str]:
