@@ -56,11 +56,12 @@ class Progress:
         log.info("IQA-MAP %s: iteration %d/%d score %.2f fidelity %.4f (%.1f s)", self.label, it, self.total,
                  info["score"], info["fidelity"], info["seconds"])
         if self.bar is not None:
-            self.bar.update_absolute(it, self.total, _preview(info.get("image")))
+            self.bar.update_absolute(it, self.total, preview(info.get("image")))
         self.check_interrupt()
 
 
-def _preview(img: Optional[torch.Tensor]):
+def preview(img: Optional[torch.Tensor]):
+    """A progress-bar preview (ComfyUI's ("JPEG", PIL image, size)) of a [1,3,H,W] image, or None."""
     if img is None:
         return None
     from PIL import Image

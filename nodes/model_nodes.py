@@ -21,8 +21,8 @@ class LoadBuiltinPriorModel(Node):
     @classmethod
     def execute(cls, device="auto"):
         from ..core.models import load_builtin
-        from .prior_nodes import _device
-        dev = _device(device)
+        from .prior_nodes import device_of
+        dev = device_of(device)
         den = load_builtin(device=memory.staging_device(dev))
         memory.manage(den.network, dev)  # ComfyUI loads and unloads it (nodes/memory.py)
         return (CoreModel(den, "IQA-MAP built-in"), PassthroughVAE())

@@ -24,7 +24,8 @@ def prior_names() -> list[str]:
     return first + [n for n in names if n not in first]
 
 
-def _device(choice: str) -> torch.device:
+def device_of(choice: str) -> torch.device:
+    """The device a node's ``device`` widget (auto, cpu, gpu) names; auto is ComfyUI's own."""
     if choice == "cpu":
         return torch.device("cpu")
     if choice == "gpu" and not torch.cuda.is_available():
@@ -58,7 +59,7 @@ class LoadIQAPrior(Node):
     @classmethod
     def execute(cls, name, calibration="default", device="auto", weights_file="none"):
         from ..core import priors
-        dev = _device(device)
+        dev = device_of(device)
         folder = comfy.iqa_folder()
         try:
             if weights_file and weights_file != "none":

@@ -104,7 +104,7 @@ class IQAFineTuneUpscaler(Node):
                              "" if e["admissible"] else " (not kept)")
                 if bar.bar is not None:
                     every = info["step"] % 10 == 0 or info["step"] == steps
-                    bar.bar.update_absolute(info["step"], steps, comfy._preview(info["preview"] if every else None))
+                    bar.bar.update_absolute(info["step"], steps, comfy.preview(info["preview"] if every else None))
                 bar.check_interrupt()
 
             # The network under training is ComfyUI's to know about: room made for it first (the prior kept),

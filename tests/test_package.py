@@ -138,12 +138,70 @@ def test_the_library_entry_points_are_at_the_top():
         iqa_map.no_such_thing
 
 
-def test_core_modules_are_small_or_say_why():
-    """About 350 lines at most, unless the module's docstring says why it is longer."""
-    for path in (REPO / "core").rglob("*.py"):
-        lines = path.read_text().count("\n")
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        assert lines <= 360 or "longer" in doc.lower(), f"{path.relative_to(REPO)}: {lines} lines"
+#: The packages whose modules a newcomer reads: each module at most this many lines.
+PACKAGES, MAX_LINES = ("core", "cli", "nodes", "training"), 350
+
+
+def _modules(*tops):
+    return [p for top in tops for p in sorted((REPO / top).rglob("*.py"))]
+
+
+def test_modules_are_small():
+    sizes = {str(p.relative_to(REPO)): p.read_text().count("\n") for p in _modules(*PACKAGES)}
+    assert len(sizes) > 50 and any(k.startswith("cli/") for k in sizes)  # the walk sees every package
+    big = {k: n for k, n in sizes.items() if n > MAX_LINES}
+    assert not big, f"split these modules (at most {MAX_LINES} lines): {big}"
+
+
+def _imported_privates(path, root=REPO):
+    """(line, package the name comes from, name) for each ``_private`` name imported by ``path``, the package
+    as a path under ``root`` (relative imports resolved; ``iqa_map.x`` is ``x``)."""
+    here = path.parent.relative_to(root).parts
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            target = here[:len(here) - node.level + 1] + (tuple(node.module.split(".")) if node.module else ())
+        elif (node.module or "").split(".")[0] == "iqa_map":
+            target = tuple(node.module.split(".")[1:])
+        else:
+            continue
+        package = target if root.joinpath(*target).is_dir() else target[:-1]  # a package, or a module's package
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                yield node.lineno, "/".join(package), alias.name
+
+
+def test_no_private_imports_across_packages():
+    """A ``_name`` is its package's business: another package (core/map from core/sr, cli from core, ...)
+    imports only public names, so a module can change its internals without breaking a neighbour."""
+    crossing = []
+    for path in _modules(*PACKAGES, "benchmarks", "tools"):
+        mine = "/".join(path.parent.relative_to(REPO).parts)
+        for line, package, name in _imported_privates(path):
+            if package != mine:
+                crossing.append(f"{path.relative_to(REPO)}:{line} imports {name} from {package}")
+    assert not crossing, "make these public or move them: " + "; ".join(crossing)
+
+
+def test_the_private_import_walk_sees_imports(tmp_path):
+    """The walk above resolves relative and absolute imports (so its silence means something)."""
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "core" / "map").mkdir(parents=True)
+    (tmp_path / "core" / "map" / "loop.py").write_text("")
+    mod = tmp_path / "cli" / "workers.py"
+    mod.write_text("from ..core.map.loop import _step\nfrom . import _enhance_one\nfrom iqa_map.core import _x, y\n")
+    assert sorted(_imported_privates(mod, tmp_path)) == [(1, "core/map", "_step"), (2, "cli", "_enhance_one"),
+                                                        (3, "core", "_x")]
+
+
+def test_the_batch_workers_import_only_core():
+    """Ray ships cli/workers.py to its worker processes: what it imports from the pack is core, nothing of the
+    command line around it."""
+    tree = ast.parse((REPO / "cli" / "workers.py").read_text())
+    inside = [(n.level, n.module) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert inside, "the workers use core through relative imports"
+    assert all(level == 2 and (module or "").split(".")[0] == "core" for level, module in inside), inside
 
 
 #: What a published package must hold, and what it must not (tests, benchmarks, training, tools, figures).
