@@ -21,7 +21,6 @@ Trains in minutes on a 2-core CPU. Never train it on ``images/dev``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.io.files import atomic_path, sha256_file, write_json
 from ..core.priors.distortions import gaussian_blur, gaussian_noise, jpeg
 from ..core.priors.local import CNNIQANet
 from .data import CropSampler, load_images
@@ -176,8 +176,9 @@ def train(out: Path, data: Optional[str], given: dict, progress: bool = True) ->
         if progress:
             print(f"epoch {epoch + 1}/{s['epochs']}: val L1 {ev['l1']:.2f}, PLCC {ev['plcc']:.3f}, "
                   f"SRCC {ev['srcc']:.3f} ({log[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
-        torch.save({"net": net.state_dict(), "settings": s, "log": log}, out / "checkpoint.pt")
-    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+        with atomic_path(out / "checkpoint.pt") as tmp:  # a stopped run keeps its last whole epoch
+            torch.save({"net": net.state_dict(), "settings": s, "log": log}, tmp)
+    write_json(out / "train_log.json", log)
     return {"settings": s, "log": log}
 
 
@@ -193,7 +194,7 @@ def export(out: Path, dest: Optional[str] = None) -> Path:
               metadata={"arch": "cnniqa", "target": "100*(1-SSIM) of synthetic blur/noise/JPEG, higher = worse",
                         "settings": json.dumps(ckpt["settings"]), "val": json.dumps(ckpt["log"][-1])})
     path.chmod(0o644)  # safetensors writes 0600; the package file must be readable by everyone
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     path.with_suffix(".sha256").write_text(f"{digest}  {path.name}\n")
     print(f"exported {path} (sha256 {digest})", file=sys.stderr)
     return path

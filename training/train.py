@@ -31,6 +31,7 @@ import torch
 
 from ..core.models.builtin import (DEFAULT_CONFIG, WEIGHTS_DIR, WEIGHTS_NAME, build_model, count_parameters,
                                    edm_coefficients, macs_per_pixel, write_weights)
+from ..core.io.files import atomic_path
 from .data import CropSampler, load_images
 
 CHECKPOINT = "checkpoint.pt"
@@ -129,9 +130,8 @@ def edm_loss(net, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, si
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def export(out: Path, dest: Optional[os.PathLike] = None) -> Path:
