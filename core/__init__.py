@@ -9,9 +9,10 @@ Sub-packages, by concept:
   ``enhance`` pipeline, batch runs, cross-prior comparison); ``from iqa_map.core import map`` gives the method;
 * ``quality``: quality maps, regions, IQA-guided selection, full-reference metrics;
 * ``sr``: IQA-augmented super-resolution (upscalers, targets, LoRA fine-tuning, its guard);
-* ``io``: photo files (orientation, alpha, colour profile; 16-bit PNG and TIFF) and drawings (contact
-  sheets, heat maps).
+* ``io``: photo files (orientation, alpha, colour profile; 16-bit PNG and TIFF), drawings (contact
+  sheets, heat maps) and files written atomically, with their hashes.
 
-Modules: ``tiles`` (tile windows and blending), ``autograd`` (gradients inside inference mode),
+Modules: ``options`` (settings as data: the metadata the CLI options and node inputs are generated from),
+``tiles`` (tile windows and blending), ``autograd`` (gradients inside inference mode),
 ``runtime`` (stopping a run: interruption, out-of-memory retries).
 """

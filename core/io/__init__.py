@@ -1,1 +1,2 @@
-"""Reading, writing and drawing images (8/16-bit PNG, TIFF, contact sheets, heatmaps)."""
+"""Files: reading, writing and drawing images (8/16-bit PNG, TIFF, contact sheets, heatmaps), and writing any
+file atomically (:mod:`.files`)."""

@@ -15,8 +15,8 @@ from ..autograd import usable
 from ..runtime import halving_retry
 from ..tiles import starts
 from ..priors.base import comparable_score, is_calibrated, textureless
+from .settings import NORMALISE, QualityMapSettings as _Defaults  # the defaults are the record's
 
-NORMALISE = ("minmax", "absolute")
 
 
 WEIGHT_NORMALISATIONS = ("worst", "damaged", "mean")
@@ -106,8 +106,8 @@ def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quality_map(prior, image: torch.Tensor, window: int = 48, stride: int = 8, normalise: str = "minmax",
-                batch: int = 64) -> QualityMap:
+def quality_map(prior, image: torch.Tensor, window: int = _Defaults.window, stride: int = _Defaults.stride,
+                normalise: str = _Defaults.normalise, batch: int = 64) -> QualityMap:
     """Score ``prior`` on every ``window`` x ``window`` crop (step ``stride``) of ``image`` ([B,3,H,W] in
     [0,1]), in batches, and average each pixel over the windows that cover it.
 

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-METHODS = ("otsu", "quantiles")
+from .settings import METHODS
+
 #: Default phrase pools (one phrase per line in the node), for typical photo damage.
 HIGH_POOL = ("sharp details", "natural colours", "clean textures", "fine detail", "high quality photo",
              "crisp edges")

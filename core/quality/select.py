@@ -14,6 +14,7 @@ import torch
 from ..autograd import usable
 from ..priors.base import comparable_score
 from ..tiles import Grid
+from .settings import SelectSettings as _Defaults  # the defaults are the settings record's
 
 Candidates = Union[torch.Tensor, Sequence[torch.Tensor]]
 MODES = ("argmax", "softmax")
@@ -59,8 +60,8 @@ def probabilities(s: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax((s - s.max()) / temperature, dim=0).float()
 
 
-def select(prior, candidates: Candidates, mode: str = "argmax", temperature: float = 1.0, seed: int = 0,
-           precomputed: torch.Tensor | None = None) -> Selection:
+def select(prior, candidates: Candidates, mode: str = "argmax", temperature: float = _Defaults.temperature,
+           seed: int = _Defaults.seed, precomputed: torch.Tensor | None = None) -> Selection:
     """Rank the candidates by ``prior`` and pick one: the best (``argmax``) or one drawn with
     probability softmax(score / temperature) (``softmax``, seeded)."""
     if mode not in MODES:
@@ -78,7 +79,8 @@ def select(prior, candidates: Candidates, mode: str = "argmax", temperature: flo
 
 
 @torch.no_grad()
-def select_tiles(prior, candidates: Candidates, tile: int = 128, overlap: int = 32, batch: int = 16) -> tuple:
+def select_tiles(prior, candidates: Candidates, tile: int = _Defaults.tile, overlap: int = _Defaults.overlap,
+                 batch: int = 16) -> tuple:
     """The best candidate per tile, blended across tile borders with raised-cosine weights.
 
     Returns ``(image [1,3,H,W], choice [rows, cols] of candidate indices)``. Weights
@@ -121,9 +123,7 @@ class Choice:
 def choose(prior, candidates: Candidates, settings=None) -> Choice:
     """Rank the candidates and pick by ``settings`` (a :class:`~iqa_map.core.quality.settings.SelectSettings`):
     the best, a seeded softmax draw, or the best candidate per tile blended (the ranking is then argmax's)."""
-    from .settings import SelectSettings
-
-    s = settings or SelectSettings()
+    s = settings or _Defaults()
     s.validate()
     x = stack_candidates(candidates)
     if s.mode == "tiles":

@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 from ..options import check, option, record
-from .qmap import NORMALISE
-from .regions import METHODS
 
 SELECT_MODES = ("argmax", "softmax", "tiles")
+NORMALISE = ("minmax", "absolute")  # how a quality map is scaled to 0..1
+METHODS = ("otsu", "quantiles")  # how a quality map is cut into regions
 SELECT, QMAP, REGIONAL = "IQAMAP_IQASelect", "IQAMAP_IQAQualityMap", "IQAMAP_IQARegionalPrompt"
 GROUPS = {"select": "Selection", "qmap": "Quality map", "regions": "Regions", "strength": "Restoration strength"}
 
