@@ -146,8 +146,9 @@ def add_model_options(p, groups=None) -> None:
     from ..core.map.settings import PRESET_HELP, PRESETS, MapSettings, TileSettings
     from ..core.models.loading import DTYPES
 
-    p.add_argument("--model", default="builtin", help="builtin | bfcnn:<file> | "
-                   "<diffusers SD 1.x/2.x, Flux.1 or SD3 folder> | <single-file SD checkpoint> (default builtin)")
+    p.add_argument("--model", default="builtin", help="builtin, bfcnn:FILE (a BF-CNN denoiser), a diffusers folder "
+                   "of Stable Diffusion 1.x/2.x, Flux.1 or SD3, or a single-file Stable Diffusion checkpoint "
+                   "(default %(default)s)")
     p.add_argument("--model-config", metavar="DIR",
                    help="for a single-file checkpoint: a local diffusers folder of the same architecture whose "
                         "configs and tokenizer it uses (default: the Hugging Face cache); nothing is downloaded")
@@ -184,10 +185,10 @@ def add_ray_options(p) -> None:
                         "output folder must be on storage every node sees")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes, each loading the model and "
                    "priors once (default %(default)s)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="GPUS", help="GPUs reserved per worker (default "
-                   "%(default)s; 1 on a GPU cluster)")
-    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N", help="torch CPU threads per worker (default "
-                   "%(default)s)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="GPUS",
+                   help="GPUs reserved per worker (default %(default)s; 1 on a GPU cluster)")
+    g.add_argument("--threads-per-worker", type=int, default=1, metavar="N",
+                   help="torch CPU threads per worker (default %(default)s)")
 
 
 def add_common(p) -> None:
