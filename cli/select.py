@@ -60,7 +60,8 @@ def cmd_rank(args) -> int:
         raise CliError(str(e)) from None
     c = choose(prior, stacked, settings)
     sel = c.selection  # in tiles mode argmax's ranking: the metadata is the best candidate's
-    rows = [{**r, "file": str(files[r.pop("candidate")])} for r in c.ranking()]
+    rows = [{"rank": r["rank"], "file": r["candidate"], "score": r["score"], "probability": r["probability"]}
+            for r in c.ranking([str(f) for f in files])]
     if args.json:
         print(json.dumps({"prior": prior.name, "mode": settings.mode, "selected": str(files[sel.index]),
                           "ranking": rows, "tile_choice": None if c.tile_choice is None else c.tile_choice.tolist()},

@@ -3,16 +3,17 @@
 Every record in ``core.options.RECORDS`` is checked on both surfaces: each field is an option of every command
 the record names and an input of the node it names, or it says why it is library-only there."""
 import dataclasses
+import importlib
 import typing
 
 import pytest
 
-import iqa_map.core.map.settings  # noqa: F401  (each module declaring records fills RECORDS)
-import iqa_map.core.quality.settings  # noqa: F401
-import iqa_map.core.sr.settings  # noqa: F401
 from iqa_map.cli import options, parser
 from iqa_map.core.map import settings as S
 from iqa_map.core.options import RECORDS
+
+for _module in ("map", "quality", "sr"):  # each module declaring records fills RECORDS when imported
+    importlib.import_module(f"iqa_map.core.{_module}.settings")
 
 FIELDS = [(cls, f, opt) for cls in RECORDS for f, opt in S.options(cls)]
 IDS = [f"{cls.__name__}.{f.name}" for cls, f, _ in FIELDS]
