@@ -1,18 +1,27 @@
-"""argparse options generated from the settings' metadata (:mod:`iqa_map.core.map.settings`), and read back.
+"""argparse options generated from the settings records (:mod:`iqa_map.core.options`), and read back.
 
 Every generated option defaults to "not given" (``argparse.SUPPRESS``), so the
-settings are the preset's with what the command line gives on top, and the
-library's defaults stay the only defaults.
+settings are the record's defaults (or a preset's) with what the command line
+gives on top, and the library's defaults stay the only defaults.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 
+from ..core import options as O
 from ..core.map import settings as S
 
+flag_of = O.flag_of  # the flag naming a field, for messages
 
-def _help(opt: S.Option, default, preset_keys) -> str:
+
+def titles_of(cls) -> dict:
+    """The option groups' titles of a settings record: the ``GROUPS`` declared beside it."""
+    return importlib.import_module(cls.__module__).GROUPS
+
+
+def _help(opt: O.Option, default, preset_keys) -> str:
     text = opt.help
     if opt.choices and opt.open_choices:
         text += f" (e.g. {', '.join(opt.choices)})"
@@ -26,21 +35,20 @@ def _help(opt: S.Option, default, preset_keys) -> str:
     return text.replace("%", "%%")
 
 
-def add_settings(p: argparse.ArgumentParser, cls, groups=None, advanced: bool = True, titles=None,
-                 presets=None) -> None:
-    """Add one option per field of ``cls`` (:class:`~iqa_map.core.map.settings.MapSettings`, ``TileSettings`` or
-    ``SRSettings``), under argparse groups named as ``titles`` (default :data:`~iqa_map.core.map.settings.GROUPS`);
-    ``groups`` restricts which; ``presets`` (default MapSettings') say which defaults a preset may change."""
-    titles = S.GROUPS if titles is None else titles
-    in_presets = {k for p_ in (S.PRESETS if presets is None else presets).values() for k in p_}
+def add_settings(p: argparse.ArgumentParser, cls, groups=None, titles=None, presets=None) -> None:
+    """Add one option per field of the settings record ``cls`` that has a flag, under argparse groups titled by
+    ``titles`` (default: the record's own ``GROUPS``); ``groups`` restricts which; ``presets`` (name -> fields,
+    default none) say which defaults a preset may change."""
+    titles = titles_of(cls) if titles is None else titles
+    in_presets = {k for p_ in (presets or {}).values() for k in p_}
     sections = {}
-    for f, opt in S.options(cls):
-        flag = S.cli_flag(f, opt)
+    for f, opt in O.options(cls):
+        flag = O.cli_flag(f, opt)
         if flag is None or (groups is not None and opt.group not in groups):
             continue
         if opt.group not in sections:
             sections[opt.group] = p.add_argument_group(titles[opt.group])
-        kind = S.value_type(cls, f)
+        kind = O.value_type(cls, f)
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(opt, f.default, f.name in in_presets))
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
@@ -60,9 +68,10 @@ def given(args: argparse.Namespace, cls) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def flag_of(cls, field: str) -> str:
-    f = next(f for f in dataclasses.fields(cls) if f.name == field)
-    return S.cli_flag(f, f.metadata["option"]) or field
+def settings(args: argparse.Namespace, cls, **fixed):
+    """The record ``cls`` from its defaults, the options given and ``fixed`` on top, validated (a bad value is
+    named by its flag)."""
+    return _checked(cls, lambda: cls(**{**given(args, cls), **fixed}))
 
 
 def map_settings(args: argparse.Namespace) -> S.MapSettings:
@@ -85,14 +94,11 @@ def sr_settings(args: argparse.Namespace, prior_given: bool):
     """:class:`~iqa_map.core.sr.SRSettings` from the options given; without a prior the IQA term is off."""
     from ..core.sr import SRSettings
 
-    chosen = given(args, SRSettings)
-    if not prior_given:
-        chosen.update(iqa_weight=0.0, iqa_ratio=0.0)
-    return _checked(SRSettings, lambda: SRSettings(**chosen))
+    return settings(args, SRSettings, **({} if prior_given else dict(iqa_weight=0.0, iqa_ratio=0.0)))
 
 
 def tile_settings(args: argparse.Namespace) -> S.TileSettings:
-    return _checked(S.TileSettings, lambda: S.TileSettings(**given(args, S.TileSettings)))
+    return settings(args, S.TileSettings)
 
 
 def _checked(cls, make):
@@ -100,6 +106,6 @@ def _checked(cls, make):
     try:
         record = make()
         record.validate()
-    except S.SettingsError as e:
-        raise ValueError(S.renamed(str(e), {f.name: flag_of(cls, f.name) for f in dataclasses.fields(cls)})) from None
+    except O.SettingsError as e:
+        raise ValueError(O.renamed(str(e), {f.name: flag_of(cls, f.name) for f in dataclasses.fields(cls)})) from None
     return record

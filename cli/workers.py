@@ -8,6 +8,16 @@ import warnings
 from pathlib import Path
 
 
+def _read_quietly(path):
+    """The photo at ``path``; what the reader warns of (an animation's unused frames) was said when the inputs
+    were checked."""
+    from ..core.io.imageio import ImageWarning, read_photo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageWarning)
+        return read_photo(path)
+
+
 def _threads(n):
     if n:
         import torch
@@ -36,15 +46,16 @@ class EnhanceWorker:
 
     def run(self, path, prior=None, suffix=None) -> dict:
         """Enhance one photo (under ``prior``, default the worker's; output name ``<stem><suffix>.png``)."""
-        from ..core.io.imageio import ImageWarning, read_photo, write_photo
-        from . import _enhance_one
+        from ..core.io.imageio import write_photo
+        from ..core.map.progress import enhance_with_progress
+        from ..core.map.settings import TileSettings
+        from ..core.options import flag_of
 
         path = Path(path)
-        with warnings.catch_warnings():  # what the reader warns of was said when the inputs were checked
-            warnings.simplefilter("ignore", ImageWarning)
-            photo = read_photo(path)
-        res = _enhance_one(self.model, photo.image, prior or self.prior, self.settings, self.tiles,
-                           monitors=self.monitors, name=path.name, bar=self.progress)
+        photo = _read_quietly(path)
+        res = enhance_with_progress(self.model, photo.image, prior or self.prior, self.settings, self.tiles,
+                                    monitors=self.monitors, name=path.name, bar=self.progress, log=print,
+                                    tile_label=flag_of(TileSettings, "tile"))
         dest = write_photo(res.image, self.out / f"{path.stem}{suffix or self.suffix}.png", like=photo,
                            protect=self.protect)
         return {**res.report.to_dict(), "output": str(dest), **self.extra}
@@ -64,15 +75,14 @@ class CompareWorker:
                                       device=device, **enhance)
 
     def run(self, task) -> dict:
-        from ..core.io.imageio import read_photo
-        from . import _cal_or_native
+        from ..core.priors.base import comparable_float
 
         path, name = Path(task[0]), task[1]
         rep = self.enhancer.run(path, prior=self.judges[name], suffix=f"_{name}")
-        img, out = read_photo(path).image, read_photo(rep["output"]).image
+        img, out = _read_quietly(path).image, _read_quietly(rep["output"]).image
         return {"photo": path.name, "input": str(path), "optimised_for": name, "output": rep["output"],
-                "scores": {b: _cal_or_native(j, out.to(j.device)) for b, j in self.judges.items()},
-                "input_scores": {b: _cal_or_native(j, img.to(j.device)) for b, j in self.judges.items()},
+                "scores": {b: comparable_float(j, out.to(j.device)) for b, j in self.judges.items()},
+                "input_scores": {b: comparable_float(j, img.to(j.device)) for b, j in self.judges.items()},
                 "seconds": rep["wall_seconds"]}
 
 
@@ -97,13 +107,11 @@ class UpscaleWorker:
         import torch.nn.functional as F
 
         from ..core import sr
-        from ..core.io.imageio import ImageWarning, read_photo, write_photo
-        from . import _cal_or_native, _scale_of
+        from ..core.io.imageio import write_photo
+        from ..core.priors.base import comparable_float, scale_note
 
         path = Path(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ImageWarning)
-            photo = read_photo(path)
+        photo = _read_quietly(path)
         with torch.no_grad():
             img = sr.upscale(self.model, photo.image, tile=self.tile, overlap=self.overlap)
         if photo.alpha is not None:  # the alpha channel follows the picture (bicubic)
@@ -113,8 +121,8 @@ class UpscaleWorker:
         entry = {"output": str(dest), "model": self.spec, "scale": self.model.scale,
                  "size": [img.shape[-1], img.shape[-2]], "input_size": [photo.image.shape[-1], photo.image.shape[-2]]}
         if self.prior is not None:
-            entry["scores"] = {self.prior.name: _cal_or_native(self.prior, img)}
-            entry["scale_note"] = _scale_of(self.prior)
+            entry["scores"] = {self.prior.name: comparable_float(self.prior, img)}
+            entry["scale_note"] = scale_note(self.prior)
         return entry
 
 

@@ -62,6 +62,12 @@ def cli_flag(f: dataclasses.Field, opt: Option) -> Optional[str]:
     return None if opt.cli is None else (opt.cli or "--" + f.name.replace("_", "-"))
 
 
+def flag_of(cls, name: str) -> str:
+    """The command-line flag of field ``name`` of ``cls``; the field's name where it is library-only there."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return cli_flag(f, f.metadata["option"]) or name
+
+
 class SettingsError(ValueError):
     """A setting out of its choices or range; ``field`` names it, so each surface can say its own name for it."""
 

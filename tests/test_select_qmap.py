@@ -266,6 +266,8 @@ def test_cli_rank_and_qmap(tmp_path, capsys, candidates):
     assert [r["rank"] for r in out["ranking"]] == [1, 2, 3, 4] and (tmp_path / "best.png").is_file()
     scores = [r["score"] for r in out["ranking"]]
     assert scores == sorted(scores, reverse=True)
+    assert set(out["ranking"][0]) == {"rank", "file", "score", "probability"}
+    assert sorted(r["file"] for r in out["ranking"]) == sorted(map(str, files)) and out["selected"] in map(str, files)
     small = _save(tmp_path / "small.png", candidates[:1, :, :64, :64])
     assert main(["rank", str(files[0]), str(small), "--prior", "piqe"]) == 2
     assert "same size" in capsys.readouterr().err

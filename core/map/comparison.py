@@ -58,11 +58,11 @@ def _disagreement(outs: np.ndarray, photos, priors) -> list:
     return sorted(out, key=lambda d: (-d["distinct"], -d["spread"], d["photo"]))
 
 
-def write(report: dict, folder: Path, outputs: dict, inputs: dict, top: int = 6) -> dict:
-    """``comparison.json``, ``comparison.csv`` (per photo) and ``comparison.html`` (offline: images inline) in
-    ``folder``; ``outputs[(photo, prior)]`` and ``inputs[photo]`` are image paths. Returns the paths."""
+def write(report: dict, folder: Path, outputs: dict, inputs: dict, top: int = 6, stem: str = "comparison") -> dict:
+    """``<stem>.json``, ``<stem>.csv`` (per photo) and ``<stem>.html`` (offline: images inline) in ``folder``;
+    ``outputs[(photo, prior)]`` and ``inputs[photo]`` are image paths. Returns the paths."""
     folder = Path(folder)
-    paths = {k: folder / f"comparison.{k}" for k in ("json", "csv", "html")}
+    paths = {k: folder / f"{stem}.{k}" for k in ("json", "csv", "html")}
     write_text(paths["json"], json.dumps(report, indent=2))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["photo", "optimised_for", *report["priors"]], lineterminator="\n")
@@ -71,6 +71,19 @@ def write(report: dict, folder: Path, outputs: dict, inputs: dict, top: int = 6)
     write_text(paths["csv"], buf.getvalue())
     write_text(paths["html"], _html(report, outputs, inputs, top))
     return paths
+
+
+def contact_sheet(report: dict, photo: str, outputs: dict, inputs: dict):
+    """One photo's input and outputs side by side (a PIL image), each labelled with every judge's score."""
+    from ..io.drawing import contact_sheet as sheet, same_size
+    from ..io.imageio import load_image
+
+    priors = report["priors"]
+    scores = {r["optimised_for"]: r for r in report["per_photo"] if r["photo"] == photo}
+    images = [load_image(inputs[photo])] + [load_image(outputs[(photo, a)]) for a in priors]
+    labels = [("input" if a == INPUT else f"optimised for {a}") + "\n"
+              + " ".join(f"{b}={scores[a][b]:.1f}" for b in priors) for a in [INPUT, *priors]]
+    return sheet(same_size(images), labels, columns=min(len(images), 4))
 
 
 def _thumb(path, side: int = 160) -> str:

@@ -126,6 +126,17 @@ def comparable_score(prior, img: torch.Tensor) -> torch.Tensor:
     return prior.calibrated(img) if is_calibrated(prior) else prior(img)
 
 
+def comparable_float(prior, img: torch.Tensor) -> float:
+    """:func:`comparable_score` of a single image as a number, without a graph (for tables and reports)."""
+    with torch.no_grad():
+        return float(comparable_score(prior, img)[0])
+
+
+def scale_note(prior) -> str:
+    """What follows a comparable score in text: '/100' when it is calibrated, ' (native)' when it is not."""
+    return "/100" if is_calibrated(prior) else " (native)"
+
+
 def textureless(img: torch.Tensor, grey_levels: float = FLAT_RANGE) -> torch.Tensor:
     """[B] bool: the luma (BT.601) of each image varies by less than ``grey_levels`` of 255 over the image:
     a flat colour (clear sky in an 8-bit file, a backdrop, a letterbox bar) that no NR-IQA model can judge."""

@@ -15,7 +15,7 @@ from .lora import TARGET_KINDS, LoraSpec
 
 TRAIN_MODES = ("lora", "all")
 NODE = "IQAMAP_IQAFineTuneUpscaler"
-#: Option groups of sr-finetune, in the order its help lists them.
+#: Option groups of sr-finetune (and upscale's), in the order the help lists them.
 GROUPS = {
     "sr_train": "Training",
     "sr_lora": "LoRA adapters",
@@ -23,6 +23,7 @@ GROUPS = {
     "sr_guard": "Hack guard (on by default; docs/sr.md)",
     "sr_target": "Training targets and inputs",
     "sr_run": "Checkpoints",
+    "sr_tiles": "Tiling (large photos)",
 }
 
 
@@ -133,10 +134,13 @@ def fields():
 @record("upscale")
 @dataclasses.dataclass
 class UpscaleSettings:
-    tile: int = option(512, "input tile side for large photos; 0 = never tile", "sr_run", range=(0, 1 << 16),
+    tile: int = option(512, "input tile side for large photos; 0 = never tile", "sr_tiles", range=(0, 1 << 16),
                        metavar="PIXELS", node=None, why="ComfyUI's Upscale Image (using Model) node upscales, tiled")
-    overlap: int = option(32, "overlap of neighbouring tiles, blended", "sr_run", range=(0, 4096),
+    overlap: int = option(32, "overlap of neighbouring tiles, blended", "sr_tiles", range=(0, 4096),
                           cli="--tile-overlap", metavar="PIXELS", node=None, why="see tile")
 
     def validate(self) -> None:
         check(self)
+        if 0 < self.tile < 32:
+            from ..options import SettingsError
+            raise SettingsError("tile", f"tile must be 0 (never tile) or at least 32 pixels; got {self.tile}")
