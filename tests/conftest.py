@@ -22,3 +22,22 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.delenv(weights.ENV_VAR, raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def piqe():
+    """The built-in PIQE prior (no weights: total, fast)."""
+    from iqa_map.core import priors
+
+    return priors.load("piqe")
+
+
+@pytest.fixture(scope="session")
+def candidates():
+    """Four candidates of one scene, best first by eye: a clean crop, light blur, noise, heavy blur."""
+    from helpers import photo01
+
+    from iqa_map.core.priors.distortions import gaussian_blur, gaussian_noise
+
+    x = photo01()
+    return torch.cat([x, gaussian_blur(x, 1.0), gaussian_noise(x, 10, seed=1), gaussian_blur(x, 2.5)])

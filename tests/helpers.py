@@ -32,3 +32,8 @@ def dev_photo(name: str = "101085.png", crop: int = 64, dtype=torch.float64) -> 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
+
+
+def photo01(crop: int = 96) -> torch.Tensor:
+    """:func:`dev_photo` as [1,3,crop,crop] float32 in [0, 1], as priors take it."""
+    return (dev_photo(crop=crop, dtype=torch.float32) + 1) / 2

@@ -13,7 +13,7 @@ from iqa_map.cli import main
 from iqa_map.core.io.imageio import ImageError, load_image, save_image
 
 
-def _photo(path, size=(40, 32), mode="RGB"):
+def photo01(path, size=(40, 32), mode="RGB"):
     rng = np.random.default_rng(0)
     arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
     im = Image.fromarray(arr)
@@ -30,7 +30,7 @@ def _photo(path, size=(40, 32), mode="RGB"):
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
 def test_grayscale_alpha_and_16bit_are_converted(tmp_path, mode):
-    t = load_image(_photo(tmp_path / "x.png", mode=mode))
+    t = load_image(photo01(tmp_path / "x.png", mode=mode))
     assert t.shape == (1, 3, 32, 40) and t.dtype == torch.float32
     assert 0 <= float(t.min()) and float(t.max()) <= 1
     assert float(t.std()) > 0.05  # real content, not a blank conversion
@@ -43,19 +43,19 @@ def test_bad_files_have_clear_errors(tmp_path):
     (tmp_path / "notes.png").write_text("not an image at all")
     with pytest.raises(ImageError, match="not an image"):
         load_image(tmp_path / "notes.png")
-    good = _photo(tmp_path / "good.png", size=(64, 64))
+    good = photo01(tmp_path / "good.png", size=(64, 64))
     data = good.read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="damaged or truncated"):
         load_image(tmp_path / "cut.png")
     with pytest.raises(ImageError, match="at least 16x16"):
-        load_image(_photo(tmp_path / "tiny.png", size=(8, 8)))
+        load_image(photo01(tmp_path / "tiny.png", size=(8, 8)))
     with pytest.raises(ImageError, match="no such file"):
         load_image(tmp_path / "missing.png")
 
 
 def test_save_never_overwrites_an_input(tmp_path):
-    src = _photo(tmp_path / "a.png")
+    src = photo01(tmp_path / "a.png")
     before = src.read_bytes()
     with pytest.raises(ImageError, match="refusing to overwrite"):
         save_image(torch.zeros(1, 3, 8, 8), src, protect=[src])
@@ -75,9 +75,9 @@ def test_save_never_overwrites_an_input(tmp_path):
 ])
 def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys, argv, expect):
     (tmp_path / "notes.png").write_text("hello")
-    good = _photo(tmp_path / "good.png", size=(64, 64))
+    good = photo01(tmp_path / "good.png", size=(64, 64))
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200])
-    _photo(tmp_path / "tiny.png", size=(8, 8))
+    photo01(tmp_path / "tiny.png", size=(8, 8))
     code = main([a.format(tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err
     assert code != 0
@@ -86,7 +86,7 @@ def test_cli_bad_input_exits_nonzero_with_message(tmp_path, capsys, argv, expect
 
 
 def test_score_prints_builtin_scores(tmp_path, capsys):
-    img = _photo(tmp_path / "p.png", size=(96, 96))
+    img = photo01(tmp_path / "p.png", size=(96, 96))
     assert main(["score", str(img), "--prior", "brisque", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert set(rows[str(img)]) == {"brisque"}
@@ -100,7 +100,7 @@ def test_module_entry_point_help():
 
 def test_enhance_resumes_and_compare_writes_sheet_and_matrix(tmp_path, capsys):
     """End to end on the built-in model with tiny settings: outputs, skip-if-done, report, compare."""
-    img = _photo(tmp_path / "p.png", size=(64, 48))
+    img = photo01(tmp_path / "p.png", size=(64, 48))
     fast = ["--steps", "2", "--strength", "0.3", "--iterations", "1", "--fidelity", "mse"]
     out = tmp_path / "out"
     assert main(["enhance", str(img), "-o", str(out), "--prior", "brisque", "--report", str(tmp_path / "r.json"),
@@ -132,7 +132,7 @@ def test_enhance_resumes_and_compare_writes_sheet_and_matrix(tmp_path, capsys):
 def test_presets_set_the_starting_settings_and_explicit_options_win(tmp_path):
     from iqa_map.core.map import PRESETS, MapSettings
 
-    img = _photo(tmp_path / "p.png", size=(64, 48))
+    img = photo01(tmp_path / "p.png", size=(64, 48))
     runs = {"fast": ["--preset", "fast", "--iterations", "1"],
             "default": ["--iterations", "1", "--steps", "3"],
             "recipe": ["--preset", "recipe", "--iterations", "1", "--steps", "3", "--strength", "0.5"]}
@@ -164,7 +164,7 @@ def test_enhance_with_a_stable_diffusion_folder(tmp_path):
         warnings.simplefilter("error", FutureWarning)  # the dtype is passed under the installed diffusers' name
         half = load_model(str(pipe), device="cpu", dtype=torch.bfloat16)
     assert half.denoiser.dtype == half.codec.vae.dtype == torch.bfloat16
-    img = _photo(tmp_path / "p.png", size=(60, 44))
+    img = photo01(tmp_path / "p.png", size=(60, 44))
     assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--model", str(pipe), "--prior", "brisque",
                  "--steps", "2", "--iterations", "1", "--fidelity", "mse", "--device", "cpu"]) == 0
     assert load_image(tmp_path / "out" / "p_enhanced.png").shape == (1, 3, 44, 60)
@@ -195,7 +195,7 @@ def test_out_of_memory_says_what_to_change(tmp_path, capsys, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
 
     monkeypatch.setattr(loading, "load_model", too_big)
-    img = _photo(tmp_path / "p.png", size=(64, 64))
+    img = photo01(tmp_path / "p.png", size=(64, 64))
     assert main(["enhance", str(img), "-o", str(tmp_path / "out"), "--prior", "brisque"]) != 0
     err = capsys.readouterr().err
     assert "out of memory" in err and "--dtype fp16" in err and "--tile" in err and "Traceback" not in err
@@ -208,7 +208,7 @@ def test_single_file_checkpoints_are_checked_and_say_what_they_need(tmp_path, ca
     from safetensors.torch import save_file
 
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))  # whatever the machine has cached
-    img = _photo(tmp_path / "p.png", size=(64, 64))
+    img = photo01(tmp_path / "p.png", size=(64, 64))
     sd1 = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
            "first_stage_model.encoder.conv_in.weight": torch.zeros(8, 3, 3, 3),
            "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": torch.zeros(77, 8)}
@@ -232,3 +232,24 @@ def test_single_file_checkpoints_are_checked_and_say_what_they_need(tmp_path, ca
         err = capsys.readouterr().err
         assert code != 0 and expect in err and "Traceback" not in err, (extra, err)
     assert not (tmp_path / "out" / "p_enhanced.png").exists()
+
+
+def _save(path, t):
+    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def test_cli_rank_and_qmap(tmp_path, capsys, candidates):
+    files = [_save(tmp_path / f"cand{i}.png", candidates[i:i + 1]) for i in range(4)]
+    assert main(["rank", *map(str, files), "--prior", "piqe", "-o", str(tmp_path / "best.png"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.split("wrote")[0])
+    assert [r["rank"] for r in out["ranking"]] == [1, 2, 3, 4] and (tmp_path / "best.png").is_file()
+    scores = [r["score"] for r in out["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert set(out["ranking"][0]) == {"rank", "file", "score", "probability"}
+    assert sorted(r["file"] for r in out["ranking"]) == sorted(map(str, files)) and out["selected"] in map(str, files)
+    small = _save(tmp_path / "small.png", candidates[:1, :, :64, :64])
+    assert main(["rank", str(files[0]), str(small), "--prior", "piqe"]) == 2
+    assert "same size" in capsys.readouterr().err
+    assert main(["qmap", str(files[2]), "-o", str(tmp_path / "maps"), "--window", "32", "--stride", "16"]) == 0
+    assert {p.name for p in (tmp_path / "maps").iterdir()} == {"cand2_qmap_cnniqa-builtin.png", "cand2_qmap_cnniqa-builtin_heatmap.png"}

@@ -283,5 +283,24 @@ def test_pack_loads_without_pyiqa_lists_its_metrics_and_says_what_to_install():
     assert err.rstrip().endswith("then restart ComfyUI.")
 
 
+def test_select_and_quality_map_nodes(piqe, candidates):
+    images = candidates.movedim(1, -1)
+    out = N["IQAMAP_IQASelect"].execute(images[:2], piqe, images_2=images[2:])
+    img, index, ranking = out["result"]
+    info = json.loads(ranking)
+    assert index == info["order"][0] and torch.equal(img, images[index:index + 1])
+    assert out["ui"]["text"][0].startswith("#1: candidate")
+    tiled, idx, _ = N["IQAMAP_IQASelect"].execute(images, piqe, "tiles", tile=64, overlap=16)["result"]
+    assert idx == -1 and tiled.shape == (1, 96, 96, 3)
+    with pytest.raises(ValueError, match="IQA Select: .*same size"):
+        N["IQAMAP_IQASelect"].execute(images, piqe, images_2=torch.rand(1, 64, 64, 3))
+    with torch.inference_mode():
+        mask, heat, summary = N["IQAMAP_IQAQualityMap"].execute(images[:1], piqe, 32, 16)
+        inv, _, _ = N["IQAMAP_IQAQualityMap"].execute(images[:1], piqe, 32, 16, invert=True)
+    assert mask.shape == (1, 96, 96) and 0 <= float(mask.min()) and float(mask.max()) <= 1
+    assert torch.allclose(inv, 1 - mask) and heat.shape[-1] == 3 and heat.shape[2] == 96
+    assert "piqe" in summary
+
+
 if __name__ == "__main__":  # rewrite node_interface.json after an intended interface change
     INTERFACE.write_text(_dump_interface(node_interface()))
