@@ -159,7 +159,8 @@ def fp8_flux(scaled: bool):
     import comfy.model_management as mm
     import comfy.model_patcher
     patcher = comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
-    return patcher, vae, pos, sorted({type(w).__name__ + ":" + str(w.dtype) for w in weights})
+    # what the matrices are stored as (a QuantizedTensor reports its compute dtype; its storage is _qdata)
+    return patcher, vae, pos, sorted({f"{type(w).__name__}:{getattr(w, '_qdata', w).dtype}" for w in weights})
 
 
 def fp8(scaled: bool, prior):
