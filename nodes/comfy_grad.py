@@ -14,13 +14,12 @@ vector-Jacobian products the MAP ascent takes through the network:
   with the matrices transposed.
 * **In-place residual updates** (``img += attn(...)`` in Flux's double and
   single blocks, ``x += ...`` in SD3's MMDiT, ...) overwrite tensors autograd
-  saved for backward. :class:`_Functional` turns an augmented assignment
-  (``+=``, ``-=``, ``*=``, ``/=``) on a tensor that is part of the graph into
-  the out-of-place operation, which Python rebinds to the same name: same
-  values, no overwritten activation, and no extra memory (a saved-tensors hook
-  that clones everything autograd saves would double the saved activations;
-  see docs/models_comfyui.md). Explicit ``add_``-style calls are left alone
-  (their callers may ignore the returned tensor).
+  saved for backward. :class:`_CopyOnWrite` copies a saved tensor only when an
+  in-place op is about to overwrite it (docs/models_comfyui.md weighs the
+  alternatives). With per-block activation checkpointing the blocks run a
+  second time inside the backward pass, where that guard is not active:
+  :class:`_RecomputeCopyOnWrite` is the same guard for the recomputation,
+  handed to ``torch.utils.checkpoint`` as its ``context_fn``.
 
 Both are patches of ComfyUI's module globals and a torch function mode,
 active inside :func:`differentiable` only, and undone on exit and on error,
@@ -137,6 +136,9 @@ class _CopyOnWrite(TorchFunctionMode):
     @staticmethod
     def unpack(h):
         if h.copy is not None:
+            if h.copy._version != h.version:  # a recomputation wrote to what an earlier backward unpacked
+                raise RuntimeError("IQA-MAP: a saved activation was overwritten in place after its copy; please "
+                                   "report this model")
             return h.copy
         if h.t._version != h.version:  # overwritten by an op this mode did not see: never a silent wrong gradient
             raise RuntimeError("IQA-MAP: an activation saved for the gradient was overwritten in place outside "
@@ -150,6 +152,7 @@ class _CopyOnWrite(TorchFunctionMode):
             h = r()
             if h is not None and h.copy is None:
                 h.copy = h.t.clone()
+                h.version = h.copy._version
                 self.copies += 1
                 self.copied_bytes += h.copy.numel() * h.copy.element_size()
 
@@ -166,6 +169,68 @@ class _CopyOnWrite(TorchFunctionMode):
 def _in_place(func) -> bool:
     name = getattr(func, "__name__", "")
     return name == "__setitem__" or (name.endswith("_") and not name.startswith("__")) or name in _AUGMENTED
+
+
+def _top_hooks():
+    """The innermost saved-tensors hooks (pack, unpack), or None; torch has no public accessor for them."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top(False) if top is not None else None
+
+
+class _RecomputeCopyOnWrite(_CopyOnWrite):
+    """:class:`_CopyOnWrite` for a checkpointed block's recomputation (the recompute half of ``context_fn``).
+
+    ``torch.utils.checkpoint`` recomputes the block in the backward pass under its own saved-tensors hook,
+    which keeps each recomputed activation as it is: a block's ``x += ...`` then overwrites values the block's
+    backward still needs, and the gradient is silently wrong (``tests/test_comfyui_checkpointing.py``, the
+    negative control). Here checkpoint's hook is handed an alias of each tensor (same storage, its own
+    tensor object); an in-place op about to write to that storage first moves the alias onto a copy.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.hooks = None
+
+    def pack(self, t):
+        if type(t) is not torch.Tensor or _storage_key(t) is None:  # subclasses (QuantizedTensor): as they are
+            return t
+        alias = torch.empty(0, dtype=t.dtype, device=t.device)
+        with torch.no_grad():
+            alias.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+        self.saved.setdefault(_storage_key(t), []).append(weakref.ref(alias))
+        return alias
+
+    def _before_write(self, t):
+        key = _storage_key(t)
+        for r in (self.saved.pop(key, None) if key is not None else None) or ():
+            alias = r()
+            if alias is not None:
+                with torch.no_grad():
+                    alias.set_(alias.clone())
+                self.copies += 1
+                self.copied_bytes += alias.numel() * alias.element_size()
+
+    def __enter__(self):
+        top = _top_hooks()
+        if top is None:
+            raise RuntimeError("IQA-MAP: checkpointing a ComfyUI model needs torch's saved-tensors hooks stack "
+                               "(torch >= 2.1); set checkpointing to off")
+        inner_pack, inner_unpack = top  # checkpoint's recomputation hook: it keeps what it is handed
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: inner_pack(self.pack(t)), inner_unpack)
+        self.hooks.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self.hooks.__exit__(*exc)
+
+
+def recompute_contexts():
+    """``context_fn`` for ``torch.utils.checkpoint``: nothing extra in the forward (each evaluation's
+    :func:`copy_on_write` is active there), copy-on-write in the recomputation."""
+    return contextlib.nullcontext(), _RecomputeCopyOnWrite()
 
 
 @contextlib.contextmanager
@@ -221,8 +286,9 @@ def differentiable(network: torch.nn.Module | None = None, checkpoint: bool = Fa
     """Inside: ComfyUI's diffusion models can be differentiated w.r.t. their input (RoPE, in-place updates).
 
     ``checkpoint``: also recompute each transformer block in the backward
-    (the library's ``core.models.checkpointing.checkpoint_blocks``, when it is
-    available), trading one more forward per block for the activations.
+    (the library's ``core.models.checkpointing.checkpoint_blocks``, with
+    :func:`recompute_contexts` guarding the recomputation), trading one more
+    forward per block for the activations.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched_rope())
@@ -252,4 +318,4 @@ def block_checkpointing(network: torch.nn.Module):
         from ..core.models.checkpointing import checkpoint_blocks
     except ImportError:
         return contextlib.nullcontext()
-    return checkpoint_blocks(network, enabled=True)
+    return checkpoint_blocks(network, enabled=True, context_fn=recompute_contexts)

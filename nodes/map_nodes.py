@@ -1,13 +1,11 @@
 """The method as nodes: DDIM Invert -> Latent MAP Ascent -> Decode."""
 from __future__ import annotations
 
-import dataclasses
-
-
 import torch
 import torch.nn.functional as F
 
 from ..core.map.settings import ASCENT, INVERT
+from ..core.models.checkpointing import use_checkpointing
 from . import comfy, comfy_flow, comfy_grad, memory
 from .schema import Input, Node, Output, Schema
 from .settings_inputs import settings_from_inputs, settings_inputs
@@ -117,7 +115,8 @@ def _weight_map(mask, shape, device) -> torch.Tensor | None:
 MAP_SETTINGS_REQUIRED, MAP_SETTINGS_OPTIONAL = settings_inputs(
     ASCENT, required=("fidelity", "fidelity_weight", "iterations", "learning_rate", "optimizer", "seed"),
     optional=("hack_margin", "on_hack", "patience", "perturb", "adaptive_fidelity", "adaptive_floor",
-              "adaptive_normalise", "hack_reference"))
+              "adaptive_normalise", "hack_reference", "lr_schedule", "units", "tied", "target", "adaptive_window",
+              "adaptive_stride", "checkpointing"))  # saved workflows hold widget values by position: append only
 MAP_SETTINGS_INPUTS = [*MAP_SETTINGS_REQUIRED, *MAP_SETTINGS_OPTIONAL]
 
 
@@ -182,15 +181,13 @@ class LatentMAPAscent(Node):
             codec = comfy.ComfyVAECodec(vae, comfy.latent_format(model))
             _check_size((1, 3, inv.latent.shape[-2] * codec.factor, inv.latent.shape[-1] * codec.factor))
             box = {}
-            # The library's block checkpointing recomputes blocks inside the backward pass, where the
-            # copy-on-write guard of ComfyUI's in-place updates is not active: the two together gave a wrong
-            # gradient (tests/test_comfy_grad.py), so ComfyUI models run without it.
-            settings = dataclasses.replace(settings, checkpointing="off")
 
             def sampler_run(den, x):
                 # The gradient pass: ComfyUI's fused RoPE and in-place block updates made differentiable here
-                # only, and restored on the way out (also on error or interrupt).
-                with comfy_grad.differentiable(den.network):
+                # only, and restored on the way out (also on error or interrupt). Checkpointed blocks are wrapped
+                # here, with the guard of their recomputation; the library's own wrapping then leaves them.
+                ckpt = use_checkpointing(settings.checkpointing, den.network)
+                with comfy_grad.differentiable(den.network, checkpoint=ckpt):
                     box["res"] = run(den, codec)
                 return box["res"].latent.float()
 

@@ -154,10 +154,10 @@ def test_patched_rope_swaps_every_module_binding_and_restores_them_on_error(monk
     assert math_mod.apply_rope1 is _fused_rope1 and not comfy_grad._ACTIVE
 
 
-def test_block_checkpointing_does_not_compose_with_copy_on_write():
-    """Why Latent MAP Ascent turns the library's block checkpointing off for ComfyUI models: the blocks it
-    recomputes inside the backward pass update their residuals in place outside the copy-on-write guard, and
-    the gradient comes out wrong without an error. If this starts to hold, the node can turn it back on."""
+def test_block_checkpointing_composes_with_copy_on_write():
+    """Blocks recomputed inside the backward pass update their residuals in place there too: without the
+    recomputation's own guard (checkpoint's default context) the gradient comes out wrong without an error;
+    with comfy_grad's (differentiable(..., checkpoint=True)) it is the plain gradient, and less is saved."""
     from iqa_map.core.models.checkpointing import checkpoint_blocks
 
     class Net(torch.nn.Module):
@@ -173,11 +173,20 @@ def test_block_checkpointing_does_not_compose_with_copy_on_write():
     net = Net()
     x = torch.randn(3, 16, requires_grad=True)
     (want,) = torch.autograd.grad(net(x, in_place=False).square().sum(), x)
-    with comfy_grad.differentiable(), checkpoint_blocks(net, True):
+    with comfy_grad.differentiable(), checkpoint_blocks(net, True):  # no context_fn: the negative control
         with comfy_grad.evaluation():
             out = net(x)
             (got,) = torch.autograd.grad(out.square().sum(), x)
     assert not torch.allclose(got, want, rtol=1e-3, atol=1e-3)
-    with comfy_grad.differentiable(), comfy_grad.evaluation():  # without checkpointing: right
-        (got,) = torch.autograd.grad(net(x).square().sum(), x)
-    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    for ckpt in (True, False):
+        with comfy_grad.differentiable(net, checkpoint=ckpt), comfy_grad.evaluation() as mode:
+            saved = len(mode.saved)
+            out = net(x)
+            saved = len(mode.saved) - saved
+            assert all(getattr(b, "_iqa_map_checkpointed", False) == ckpt for b in net.double_blocks)
+            (got,) = torch.autograd.grad(out.square().sum(), x)
+        assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+        if ckpt:
+            saved_ckpt = saved
+    assert 0 < saved_ckpt < saved
+    assert not any(hasattr(b, "_iqa_map_checkpointed") for b in net.double_blocks)  # restored on exit

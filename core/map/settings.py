@@ -66,7 +66,7 @@ class MapSettings:
                                 "instead of keeping them: far less memory for about 30 % more time per gradient; "
                                 "auto: on for networks of 1e9 parameters or more (DiTs such as Flux and SD3.5)",
                                 "inversion", choices=CHECKPOINTING, advanced=True,
-                                why="auto decides from the model's size")
+                                node=(ASCENT, "checkpointing"))
     # -- optimiser
     iterations: int = option(20, "gradient steps", "optimiser", range=(0, 1000), node=(ASCENT, "iterations"))
     optimizer: str = option("momentum", "momentum: the public recipe's clipped update, for calibrated 0-100 "

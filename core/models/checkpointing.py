@@ -62,18 +62,32 @@ def find_blocks(module: torch.nn.Module, min_blocks: int = MIN_BLOCKS, names=BLO
     return found
 
 
-def _forward(orig, *args, **kwargs):
+def _forward(orig, context_fn, *args, **kwargs):
+    """``orig(*args, **kwargs)``, checkpointed. Tensor keyword arguments (ComfyUI's blocks take ``vec=``, ``pe=``,
+    ...) become checkpoint inputs: saved with the inputs (and under the caller's saved-tensors hooks) instead of
+    read back from the closure at recomputation, when something may have overwritten them in place."""
     if not torch.is_grad_enabled():
         return orig(*args, **kwargs)
-    return checkpoint(orig, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+    names = [k for k, v in kwargs.items() if torch.is_tensor(v)]
+    rest = {k: v for k, v in kwargs.items() if k not in names}
+    n = len(args)
+
+    def run(*inputs):
+        return orig(*inputs[:n], **rest, **dict(zip(names, inputs[n:])))
+
+    extra = {} if context_fn is None else {"context_fn": context_fn}
+    return checkpoint(run, *args, *(kwargs[k] for k in names), use_reentrant=False, preserve_rng_state=False,
+                      **extra)
 
 
 @contextlib.contextmanager
 def checkpoint_blocks(module: Optional[torch.nn.Module], enabled: bool = True,
-                      min_blocks: int = MIN_BLOCKS, names=BLOCK_LISTS) -> Iterator[int]:
+                      min_blocks: int = MIN_BLOCKS, names=BLOCK_LISTS, context_fn=None) -> Iterator[int]:
     """Within the block, ``module``'s transformer blocks recompute their activations in the backward pass.
 
-    Yields the number of blocks wrapped (0 when disabled or none found). Each
+    ``context_fn``: :func:`torch.utils.checkpoint.checkpoint`'s (forward context, recomputation context) factory;
+    ComfyUI's blocks need one that guards their in-place updates during the recomputation too
+    (``nodes/comfy_grad.py``). Yields the number of blocks wrapped (0 when disabled or none found). Each
     block's ``forward`` is restored on exit, also when the body raises; blocks
     already wrapped by an enclosing call are left to it.
     """
@@ -83,7 +97,7 @@ def checkpoint_blocks(module: Optional[torch.nn.Module], enabled: bool = True,
         for b in blocks:
             own = b.__dict__.get("forward", _MISSING)  # an instance forward (accelerate's hooks) is kept inside
             saved.append((b, own))
-            b.forward = functools.partial(_forward, b.forward)
+            b.forward = functools.partial(_forward, b.forward, context_fn)
             setattr(b, _MARK, True)
         yield len(blocks)
     finally:
