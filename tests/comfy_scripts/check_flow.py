@@ -312,9 +312,10 @@ def batch(model, vae, pos, prior, iterations=2):
     """Two different photos as one batch through DDIM Invert -> Latent MAP Ascent -> Decode: per item, LATENT in ->
     LATENT out at 0 iterations, and the prior of the decoded input and of the ascent's output."""
     from iqa_map.core.priors.base import comparable_score
-    imgs = torch.cat([load_image(), load_image(whole=True)])
-    lat, = core_nodes.VAEEncode().encode(vae, imgs)
-    z = lat["samples"]
+    # Each photo encoded on its own and the LATENTs concatenated, as Latent Batch does: VAE Encode of an IMAGE batch
+    # gives one latent per image for image VAEs, but a video VAE (Qwen-Image's Wan VAE) reads the batch as frames.
+    z = torch.cat([core_nodes.VAEEncode().encode(vae, im)[0]["samples"] for im in (load_image(), load_image(True))])
+    lat = {"samples": z}
     inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=4, strength=1.0, positive=pos)
     zero, _ = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=0)
     res, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=iterations)
