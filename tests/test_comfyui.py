@@ -369,6 +369,13 @@ def test_flow_matching_family_through_the_nodes(family):
         assert r[f"without_{PROBED_ENTRIES[family]}_rel_change"] > 1e-3, r
 
 
+def test_flow_family_that_cannot_run_gets_the_nodes_message():
+    """HunyuanImage 2.1's refiner (ComfyUI's own class): DDIM Invert says what it is and what to connect instead."""
+    r = _flow("refuse:hunyuan_image_refiner")["refuse:hunyuan_image_refiner"]
+    assert r["model_class"] == "HunyuanImage21Refiner" and r["error"], r
+    assert "HunyuanImage 2.1's refiner" in r["error"] and "base model" in r["error"] and "Supported:" in r["error"], r
+
+
 @pytest.mark.parametrize("family", ["flux_dev", "qwen_image"])
 def test_flow_batch_of_two_photos_through_the_nodes(family):
     """Two different photos as one LATENT batch through DDIM Invert -> Latent MAP Ascent -> Decode: each item comes

@@ -371,6 +371,15 @@ def main():
                 out[name] = batch(model, vae, pos, prior)
                 print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
                 continue
+            if name.startswith("refuse:"):  # DDIM Invert's message for a family it cannot run
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                try:
+                    N["IQAMAP_DDIMInvert"].execute(model, {"samples": torch.zeros(1, 64, 1, 8, 8)}, "edict", steps=4,
+                                                   strength=1.0, positive=pos)
+                    out[name] = {"model_class": type(model.model).__name__, "error": None}
+                except ValueError as e:
+                    out[name] = {"model_class": type(model.model).__name__, "error": str(e)}
+                continue
             if name.startswith("fewstep:"):
                 model, vae, pos = BUILD[name.split(":", 1)[1]]()
                 out[name] = few_step(model, vae, pos, img, prior)

@@ -41,6 +41,15 @@ def hunyuan_image(cf):
     return cf.patcher(SM.HunyuanImage21, cfg), cf.kl_vae(64), pos
 
 
+def hunyuan_image_refiner(cf):
+    """HunyuanImage 2.1's refiner (3-D patches, frame-paired latents): refused by the nodes with its own message."""
+    cfg = dict(image_model="hunyuan_video", in_channels=256, out_channels=128, vec_in_dim=None, context_in_dim=16,
+               hidden_size=32, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6],
+               theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
+               use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)
+    return cf.patcher(SM.HunyuanImage21Refiner, cfg), None, cf.cond(16)
+
+
 def _reference(name, vae, pos, img):
     """``pos`` with a reference latent appended as ComfyUI's ReferenceLatent node does: the photo mirrored, encoded
     by the same VAE (a raw LATENT; the model's extra_conds applies process_latent_in)."""
@@ -66,4 +75,4 @@ def qwen_image_edit(cf, img):
 
 def builders(cf, img):
     return {"hidream": lambda: hidream(cf), "hunyuan_image": lambda: hunyuan_image(cf),
-            "flux_kontext": lambda: flux_kontext(cf, img()), "qwen_image_edit": lambda: qwen_image_edit(cf, img())}
+            "hunyuan_image_refiner": lambda: hunyuan_image_refiner(cf), "flux_kontext": lambda: flux_kontext(cf, img()), "qwen_image_edit": lambda: qwen_image_edit(cf, img())}
