@@ -318,12 +318,13 @@ def test_regional_prompt_bad_inputs_inside_comfyui(server):
 FLOW_FAMILIES = {"flux_dev": "Flux", "flux_schnell": "Flux", "sd3": "SD3", "sd3_file": "SD3", "flux2": "Flux2",
                  "chroma": "Chroma", "chroma_radiance": "ChromaRadiance", "qwen_image": "QwenImage",
                  "lumina2": "Lumina2", "z_image": "Lumina2", "auraflow": "AuraFlow", "hidream": "HiDream",
-                 "hunyuan_image": "HunyuanImage21", "flux_kontext": "Flux", "qwen_image_edit": "QwenImage"}
+                 "hunyuan_image": "HunyuanImage21", "hunyuan_image_vae32": "HunyuanImage21", "flux_kontext": "Flux",
+                 "qwen_image_edit": "QwenImage"}
 
 #: Families whose conditioning carries an entry that must reach the network (tests/comfy_scripts/flow_families.py):
 #: the edit models' reference latent (ComfyUI's ReferenceLatent), HunyuanImage 2.1's ByT5 glyph features.
 PROBED_ENTRIES = {"flux_kontext": "reference_latents", "qwen_image_edit": "reference_latents",
-                  "hunyuan_image": "conditioning_byt5small"}
+                  "hunyuan_image": "conditioning_byt5small", "hunyuan_image_vae32": "conditioning_byt5small"}
 
 
 #: Tiny random networks whose gradient is large enough that the default step overshoots: the prior rises but the
@@ -365,6 +366,8 @@ def test_flow_matching_family_through_the_nodes(family):
         assert r["latent_shape"] == [1, 128, 4, 4]
     if family == "hunyuan_image":
         assert r["latent_shape"] == [1, 64, 8, 8]  # 64 channels
+    if family == "hunyuan_image_vae32":  # its own VAE class through comfy.sd.VAE's detection: 32x
+        assert r["latent_shape"] == [1, 64, 2, 2]
     if family in PROBED_ENTRIES:  # without the entry, the same KSampler run (seed, latent) gives another result
         assert r[f"without_{PROBED_ENTRIES[family]}_rel_change"] > 1e-3, r
 

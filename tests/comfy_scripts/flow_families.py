@@ -1,7 +1,7 @@
 """More flow-matching families for check_flow.py: HiDream, HunyuanImage 2.1, and the Kontext-style edit models
 (Flux Kontext, Qwen-Image-Edit) whose conditioning carries reference latents.
 
-Each builder gets check_flow's helpers (``cf``: ``patcher``, ``kl_vae``, ``wan_vae``, ``cond``, ``G``) and returns
+Each builder gets check_flow's helpers (``cf``: ``patcher``, ``init_``, ``kl_vae``, ``cond``, ``flux``, ...) and returns
 ``(model, vae, positive)`` like check_flow's own builders; the edit models also return their conditioning without
 that entry (and HunyuanImage without its ByT5 features) through :data:`WITHOUT_ENTRY`, so the check can show the
 entry reaches the network.
@@ -26,19 +26,44 @@ def hidream(cf):
     return cf.patcher(SM.HiDream, cfg), cf.kl_vae(16), pos
 
 
-def hunyuan_image(cf):
+def hunyuan_image(cf, own_vae=False):
     """HunyuanImage 2.1: HunyuanVideo's blocks on 64-channel image latents (2-D RoPE, patch 1), Qwen2.5-VL text
     features plus the ByT5 glyph features (``conditioning_byt5small``, 1472-d, through the model's ByT5 mapper).
-    The VAE is a narrow 64-channel KL VAE (8x; the released one is 32x)."""
+    The VAE: a narrow 64-channel KL VAE (8x: an 8x8 latent of the 64x64 photo), or (``own_vae``) its own 32x VAE
+    class, narrow (a 2x2 latent)."""
     cfg = dict(image_model="hunyuan_video", in_channels=64, out_channels=64, vec_in_dim=None, context_in_dim=16,
                hidden_size=32, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 8],
                theta=256, patch_size=[1, 1], qkv_bias=True, guidance_embed=False, byt5=True, meanflow=False,
                use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)
     byt5 = torch.randn(1, 4, 1472, generator=cf.G) * 0.5
     pos = cf.cond(16, guidance=None)
-    WITHOUT_ENTRY["hunyuan_image"] = ("conditioning_byt5small", pos)
+    WITHOUT_ENTRY["hunyuan_image_vae32" if own_vae else "hunyuan_image"] = ("conditioning_byt5small", pos)
     pos = [[pos[0][0], dict(pos[0][1], conditioning_byt5small=byt5)]]
-    return cf.patcher(SM.HunyuanImage21, cfg), cf.kl_vae(64), pos
+    return cf.patcher(SM.HunyuanImage21, cfg), hunyuan_image_vae(cf) if own_vae else cf.kl_vae(64), pos
+
+
+def hunyuan_image_vae(cf, widths=(32, 32, 64, 64, 128, 128)):
+    """HunyuanImage 2.1's own VAE class (32x, 64 channels, ``comfy.ldm.hunyuan_video.vae``), narrow, loaded through
+    comfy.sd.VAE's detection: the detection fixes the released widths (128 to 1024 channels), so they are narrowed
+    while it builds the network (its ratios, channels and memory estimates are the detection's own)."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+    dd = {"block_out_channels": list(widths), "in_channels": 3, "out_channels": 3, "num_res_blocks": 2,
+          "ffactor_spatial": 32, "downsample_match_channel": True, "upsample_match_channel": True, "z_channels": 64}
+    reg = {"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"}
+
+    def engine(**kw):
+        for part in ("encoder_config", "decoder_config"):
+            kw[part] = {**kw[part], "params": {**kw[part]["params"], "block_out_channels": list(widths)}}
+        return AutoencodingEngine(**kw)
+    net = engine(regularizer_config=reg, encoder_config={"target": "comfy.ldm.hunyuan_video.vae.Encoder", "params": dd},
+                 decoder_config={"target": "comfy.ldm.hunyuan_video.vae.Decoder", "params": dd})
+    sd = cf.init_(net).state_dict()
+    comfy.sd.AutoencodingEngine = engine
+    try:
+        return comfy.sd.VAE(sd=sd)
+    finally:
+        comfy.sd.AutoencodingEngine = AutoencodingEngine
 
 
 def hunyuan_image_refiner(cf):
@@ -75,4 +100,5 @@ def qwen_image_edit(cf, img):
 
 def builders(cf, img):
     return {"hidream": lambda: hidream(cf), "hunyuan_image": lambda: hunyuan_image(cf),
+            "hunyuan_image_vae32": lambda: hunyuan_image(cf, own_vae=True),
             "hunyuan_image_refiner": lambda: hunyuan_image_refiner(cf), "flux_kontext": lambda: flux_kontext(cf, img()), "qwen_image_edit": lambda: qwen_image_edit(cf, img())}
