@@ -22,7 +22,7 @@ FLOW_FAMILIES = {
     "Flux2": "Flux.2",
     "Chroma": "Chroma",
     "ChromaRadiance": "Chroma Radiance (pixel space)",
-    "QwenImage": "Qwen-Image",
+    "QwenImage": "Qwen-Image (and Qwen-Image-Edit)",
     "Lumina2": "Lumina 2 / Z-Image",
     "HiDream": "HiDream",
     "AuraFlow": "AuraFlow",
@@ -33,6 +33,12 @@ FLOW_FAMILIES = {
 VIDEO_BASES = ("WAN21", "HunyuanVideo", "HunyuanVideo15", "LTXV", "LTXAV", "GenmoMochi", "CosmosVideo",
                "CosmosPredict2", "SVD_img2vid", "Kandinsky5", "HunyuanImage21Refiner")
 IMAGE_EXCEPTIONS = ("Kandinsky5Image",)
+#: model_base classes refused for a reason of their own (checked before the video refusal).
+NOT_SUPPORTED = {
+    "HunyuanImage21Refiner": "HunyuanImage 2.1's refiner, which re-denoises the base model's output conditioned on "
+                             "it (a concat latent) in its own video VAE's frame-paired latents; IQA-MAP inverts the "
+                             "HunyuanImage 2.1 base model: connect that MODEL (and its VAE) instead",
+}
 
 SUPPORTED_MODELS = (
     "epsilon-prediction and v-prediction diffusion models (SD1.x, SD2.x, SDXL and their fine-tunes, "
@@ -64,6 +70,8 @@ def check_sampling(model, ms_mod) -> Any:
     base = getattr(model, "model", None)
     kind = type(base).__name__
     supported = "Supported: " + "; ".join(SUPPORTED_MODELS) + "."
+    if kind in NOT_SUPPORTED:
+        raise ValueError(f"IQA-MAP cannot invert {kind}: it is {NOT_SUPPORTED[kind]}. {supported}")
     if base is not None and is_video_model(base):
         raise ValueError(f"IQA-MAP enhances still images; {kind} is a video model, which it cannot invert or "
                          f"score frame by frame. {supported}")

@@ -319,7 +319,14 @@ def test_regional_prompt_bad_inputs_inside_comfyui(server):
 #: The flow-matching families, each a tiny random-weight network of ComfyUI's own model class (check_flow.py).
 FLOW_FAMILIES = {"flux_dev": "Flux", "flux_schnell": "Flux", "sd3": "SD3", "sd3_file": "SD3", "flux2": "Flux2",
                  "chroma": "Chroma", "chroma_radiance": "ChromaRadiance", "qwen_image": "QwenImage",
-                 "lumina2": "Lumina2", "z_image": "Lumina2", "auraflow": "AuraFlow"}
+                 "lumina2": "Lumina2", "z_image": "Lumina2", "auraflow": "AuraFlow", "hidream": "HiDream",
+                 "hunyuan_image": "HunyuanImage21", "hunyuan_image_vae32": "HunyuanImage21", "flux_kontext": "Flux",
+                 "qwen_image_edit": "QwenImage"}
+
+#: Families whose conditioning carries an entry that must reach the network (tests/comfy_scripts/flow_families.py):
+#: the edit models' reference latent (ComfyUI's ReferenceLatent), HunyuanImage 2.1's ByT5 glyph features.
+PROBED_ENTRIES = {"flux_kontext": "reference_latents", "qwen_image_edit": "reference_latents",
+                  "hunyuan_image": "conditioning_byt5small", "hunyuan_image_vae32": "conditioning_byt5small"}
 
 
 #: Tiny random networks whose gradient is large enough that the default step overshoots: the prior rises but the
@@ -359,6 +366,30 @@ def test_flow_matching_family_through_the_nodes(family):
         assert r["latent_shape"] == [1, 16, 1, 8, 8]  # a video VAE's 5-D image latent
     if family == "flux2":
         assert r["latent_shape"] == [1, 128, 4, 4]
+    if family == "hunyuan_image":
+        assert r["latent_shape"] == [1, 64, 8, 8]  # 64 channels
+    if family == "hunyuan_image_vae32":  # its own VAE class through comfy.sd.VAE's detection: 32x
+        assert r["latent_shape"] == [1, 64, 2, 2]
+    if family in PROBED_ENTRIES:  # without the entry, the same KSampler run (seed, latent) gives another result
+        assert r[f"without_{PROBED_ENTRIES[family]}_rel_change"] > 1e-3, r
+
+
+def test_flow_family_that_cannot_run_gets_the_nodes_message():
+    """HunyuanImage 2.1's refiner (ComfyUI's own class): DDIM Invert says what it is and what to connect instead."""
+    r = _flow("refuse:hunyuan_image_refiner")["refuse:hunyuan_image_refiner"]
+    assert r["model_class"] == "HunyuanImage21Refiner" and r["error"], r
+    assert "HunyuanImage 2.1's refiner" in r["error"] and "base model" in r["error"] and "Supported:" in r["error"], r
+
+
+@pytest.mark.parametrize("family", ["flux_dev", "qwen_image"])
+def test_flow_batch_of_two_photos_through_the_nodes(family):
+    """Two different photos as one LATENT batch through DDIM Invert -> Latent MAP Ascent -> Decode: each item comes
+    back from 0 iterations as it went in, and the prior of each item's decoded image rises over 2 iterations."""
+    r = _flow(f"batch:{family}")[f"batch:{family}"]
+    assert r["latent_shape"][0] == 2 and r["out_latent_shape"] == r["latent_shape"] and r["items_differ"] > 0.1, r
+    assert all(e < 1e-4 for e in r["zero_iterations_rel_error"]), r
+    assert all(a > b for a, b in zip(r["scores_after"], r["scores_before"])), r  # the prior rises per item
+    assert r["image_shape"] == [2, 64, 64, 3] and not r["events"], r
 
 
 def test_flow_gradient_memory_does_not_grow_with_steps():

@@ -38,7 +38,8 @@ from iqa_map.nodes import NODES as N  # noqa: E402
 from iqa_map.nodes import comfy as C  # noqa: E402
 from iqa_map.nodes import comfy_grad  # noqa: E402
 
-import tiny_init  # noqa: E402  (beside this script)
+import flow_families  # noqa: E402  (beside this script)
+import tiny_init  # noqa: E402
 
 G = torch.Generator().manual_seed(0)
 
@@ -178,6 +179,17 @@ BUILD = {
 }
 
 
+def load_image(whole=False):
+    """The photo as an IMAGE [1,64,64,3]: its top-left 64x64 crop, or (``whole``) all of it resized to 64x64 (a
+    second, different picture for the batch check)."""
+    im = Image.open(IMAGE).convert("RGB")
+    im = im.resize((64, 64), Image.LANCZOS) if whole else im.crop((0, 0, 64, 64))
+    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255)[None]
+
+
+BUILD.update(flow_families.builders(sys.modules[__name__], load_image))
+
+
 # -- the checks ----------------------------------------------------------------------------------------------
 
 def rel(a, b):
@@ -289,7 +301,36 @@ def check(name, model, vae, pos, img, prior, steps=4):
     after = ksampler(model, pos, lat)
     r["ksampler_bit_identical"] = bool(torch.equal(before, after))
     r["rope_restored"] = not any(hasattr(f, "__wrapped__") for f in _rope_functions())
+    if name in flow_families.WITHOUT_ENTRY:  # the entry (reference latent, ByT5) reaches the network: without it,
+        # KSampler (same seed, same latent) gives another result
+        entry, without = flow_families.WITHOUT_ENTRY[name]
+        r["without_" + entry + "_rel_change"] = rel(ksampler(model, without, lat), before)
     return r
+
+
+def batch(model, vae, pos, prior, iterations=2):
+    """Two different photos as one batch through DDIM Invert -> Latent MAP Ascent -> Decode: per item, LATENT in ->
+    LATENT out at 0 iterations, and the prior of the decoded input and of the ascent's output."""
+    from iqa_map.core.priors.base import comparable_score
+    # Each photo encoded on its own and the LATENTs concatenated, as Latent Batch does: VAE Encode of an IMAGE batch
+    # gives one latent per image for image VAEs, but a video VAE (Qwen-Image's Wan VAE) reads the batch as frames.
+    z = torch.cat([core_nodes.VAEEncode().encode(vae, im)[0]["samples"] for im in (load_image(), load_image(True))])
+    lat = {"samples": z}
+    inv, = N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=4, strength=1.0, positive=pos)
+    zero, _ = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=0)
+    res, hist = N["IQAMAP_LatentMAPAscent"].execute(model, vae, prior, inv, iterations=iterations)
+    before, = N["IQAMAP_Decode"].execute(lat, vae)
+    after, = N["IQAMAP_Decode"].execute(res, vae)
+
+    def score(image):  # IMAGE [B,H,W,3] -> one comparable (calibrated) score per item
+        with torch.inference_mode(False), torch.no_grad():
+            return [float(v) for v in comparable_score(prior, image.movedim(-1, 1).contiguous())]
+    h = json.loads(hist)
+    return {"latent_shape": list(z.shape), "items_differ": rel(z[0], z[1]),
+            "zero_iterations_rel_error": [rel(zero["samples"][i], z[i]) for i in range(len(z))],
+            "scores_before": score(before), "scores_after": score(after), "image_shape": list(after.shape),
+            "history_scores": [e["score"] for e in h["history"]], "events": h["events"],
+            "out_latent_shape": list(res["samples"].shape)}
 
 
 def few_step(model, vae, pos, img, prior, iterations=2):
@@ -315,7 +356,7 @@ def _rope_functions():
 
 def main():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    img = torch.from_numpy(np.asarray(Image.open(IMAGE).convert("RGB"), dtype=np.float32) / 255)[None, :64, :64]
+    img = load_image()
     out = {}
     with torch.inference_mode():
         prior, = N["IQAMAP_LoadIQAPrior"].execute("niqe", "default", "cpu")
@@ -324,6 +365,20 @@ def main():
             if name.startswith("memory:"):
                 model, vae, pos = BUILD[name.split(":", 1)[1]]()
                 out[name] = memory(model, vae, pos, img)
+                continue
+            if name.startswith("batch:"):
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                out[name] = batch(model, vae, pos, prior)
+                print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
+                continue
+            if name.startswith("refuse:"):  # DDIM Invert's message for a family it cannot run
+                model, vae, pos = BUILD[name.split(":", 1)[1]]()
+                try:
+                    N["IQAMAP_DDIMInvert"].execute(model, {"samples": torch.zeros(1, 64, 1, 8, 8)}, "edict", steps=4,
+                                                   strength=1.0, positive=pos)
+                    out[name] = {"model_class": type(model.model).__name__, "error": None}
+                except ValueError as e:
+                    out[name] = {"model_class": type(model.model).__name__, "error": str(e)}
                 continue
             if name.startswith("fewstep:"):
                 model, vae, pos = BUILD[name.split(":", 1)[1]]()
