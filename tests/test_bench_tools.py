@@ -197,3 +197,26 @@ def test_bench_sr_psnr_y_and_table():
     assert "4.500 / 75 %" in tuned and "8.0 %" in tuned  # NIQE is lower-better: 3 of 4 photos improved
     # Flat-region texture: 2 of 4 photos no further from the HR photo's (3.0) than the base's (2.0); the kept step.
     assert "2.62 (3.00) / 50 %" in tuned and "| 25 |" in tuned and "0.050" in tuned
+
+
+def test_bench_fewstep_reads_shorter_runs_off_the_longer_one(tmp_path, capsys):
+    """bench_fewstep: one run per learning rate; its 1-iteration row is the best iterate among 0..1 of the 2-iteration
+    run (as the loop keeps it), and every setting's output is written as a PNG to look at."""
+    from helpers import need_shared
+
+    from benchmarks import bench_fewstep
+
+    need_shared()
+    out = tmp_path / "fewstep.json"
+    bench_fewstep.main(["--limit", "1", "--crop", "48", "--lrs", "0.2", "--iterations", "2", "--prefixes", "1",
+                        "--out", str(out), "--images", str(tmp_path / "img")])
+    row = json.loads(out.read_text())["rows"][0]
+    assert set(row["runs"]) == {"0.2@1", "0.2@2"}
+    assert row["runs"]["0.2@1"]["best_iteration"] <= 1 and row["runs"]["0.2@2"]["evals"] > 0
+    assert row["runs"]["0.2@1"]["objective"] <= row["runs"]["0.2@2"]["objective"]
+    stem = row["image"].rsplit(".", 1)[0]
+    assert {p.name for p in (tmp_path / "img").iterdir()} == {
+        f"{stem}_input.png", f"{stem}_clean.png", f"{stem}_lr0.2_it1.png", f"{stem}_lr0.2_it2.png"}
+    assert "| 0.2 | 2 |" in capsys.readouterr().out
+    trace = [{"objective": 1.0, "i": 0}, {"objective": 3.0, "i": 1}, {"objective": 3.0, "i": 2}]
+    assert [bench_fewstep.best_prefix(trace, k)["i"] for k in (0, 1, 2)] == [0, 1, 1]  # the first best, as the loop

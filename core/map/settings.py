@@ -46,7 +46,8 @@ INVERT, ASCENT = "IQAMAP_DDIMInvert", "IQAMAP_LatentMAPAscent"
 
 #: Few-step / distilled models (Flux schnell, LCM, SDXL Turbo/Lightning) at their own step count: the default
 #: momentum step (lr 2) overshoots there (the prior rises, the objective falls and the ascent keeps iteration 0);
-#: lr 0.02 climbs on the tiny AuraFlow and Flux schnell (docs/models_comfyui.md, Few-step preset).
+#: lr 0.02 climbs on the tiny AuraFlow (docs/models_comfyui.md, Few-step preset); on the real built-in denoiser
+#: larger rates add speckle the prior rewards (docs/benchmarks.md, bench_fewstep).
 FEW_STEP = dict(steps=4, strength=1.0, iterations=20, optimizer="momentum", lr=0.02)
 
 
