@@ -145,6 +145,21 @@ def comfy_sigmas(model, scheduler: str, steps: int, strength: float) -> torch.Te
     return sigmas
 
 
+def given_sigmas(model, sigmas) -> torch.Tensor:
+    """A SIGMAS input (SDTurboScheduler, BasicScheduler, SplitSigmas...) checked as a schedule to invert along:
+    1-D, at least two levels, strictly decreasing, none negative."""
+    check_model_sampling(model)
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
+        raise ValueError(f"DDIM Invert: sigmas must be a 1-D schedule of at least two noise levels (a scheduler "
+                         f"node's SIGMAS), got {shape}")
+    out = sigmas.detach().to(torch.float64).cpu()
+    if not torch.isfinite(out).all() or (out < 0).any() or (out[1:] >= out[:-1]).any():
+        raise ValueError(f"DDIM Invert: sigmas must decrease strictly and stay >= 0, got {out.tolist()}; connect "
+                         f"a scheduler node's SIGMAS (the high half of Split Sigmas for a partial inversion)")
+    return out
+
+
 class ComfyDenoiser(Denoiser):
     """The guider's x0-denoiser inside a running ComfyUI sampler, as a core :class:`Denoiser`."""
 

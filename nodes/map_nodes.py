@@ -66,25 +66,34 @@ class DDIMInvert(Node):
             Input("cfg", "FLOAT", "Classifier-free guidance scale; 1.0 (no guidance) inverts most exactly.",
                   optional=True, default=1.0, min=0.0, max=30.0, step=0.1),
             *_INVERSION_MORE,
+            Input("sigmas", "SIGMAS", "Optional: a scheduler node's noise levels to invert along (SDTurboScheduler "
+                  "for SDXL Turbo, BasicScheduler, the high half of Split Sigmas); replaces steps, strength and "
+                  "scheduler for checkpoint MODELs.", optional=True),
         ],
         outputs=[Output(IQA_INVERSION, "inversion")],
     )
 
     @classmethod
     def execute(cls, model, latent, method="edict", scheduler=SCHEDULER_DEFAULT, positive=None, negative=None,
-                cfg=1.0, **settings):
+                cfg=1.0, sigmas=None, **settings):
         """``settings``: the inputs generated from the library's settings (steps, strength, mix, ...)."""
         from ..core import map as M
         s = settings_from_inputs(INVERT, settings)
         steps, strength, mix = s.steps, s.strength, s.mix
         z = _samples(latent)
         if _check_model(model) == "core":
+            if sigmas is not None:
+                raise ValueError("DDIM Invert: sigmas apply to checkpoint MODELs; an IQA-MAP pixel MODEL inverts "
+                                 "along its own schedule (steps, strength): disconnect sigmas")
             den = model.denoiser
             memory.ready(den.network)
             with torch.inference_mode(False):
                 inv = M.invert(den, z.to(den.device), steps, strength, mix=mix, method=method)
             return (InversionState(inv, model),)
-        sigmas = comfy.comfy_sigmas(model, scheduler, steps, strength)
+        if sigmas is None:
+            sigmas = comfy.comfy_sigmas(model, scheduler, steps, strength)
+        else:  # the schedule is the given one; strength is kept only as the report's label
+            sigmas, steps, scheduler = comfy.given_sigmas(model, sigmas), len(sigmas) - 1, "custom sigmas"
         out = {}
 
         def run(den, x):

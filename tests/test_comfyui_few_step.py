@@ -41,6 +41,9 @@ def test_few_step_model_inverts_and_ascends(results, case):
     r = results[case]
     family, steps = case.split(":")
     assert len(r["sigmas"]) == int(steps) + 1 and r["sigmas"][-1] == 0.0, r["sigmas"]
+    assert r["steps"] == int(steps), r
+    if "turbo_scheduler_sigmas" in r:  # DDIM Invert's sigmas input: the Turbo schedule is the one inverted along
+        assert r["sigmas"] == r["turbo_scheduler_sigmas"], r
     if family == "lcm":
         assert r["model_sampling"] == "ModelSamplingDiscreteDistilled", r  # ComfyUI's LCM sampling is in use
     if case in FLOAT32_LIMITED:
@@ -55,3 +58,10 @@ def test_few_step_model_inverts_and_ascends(results, case):
     if case in PRESET_PRIOR_FALLS:
         assert max(r["preset"]["scores"][1:]) < scores[0], r  # the exception still holds (else drop it)
     assert not r["preset"]["events"] and r["image_finite"], r
+
+
+def test_a_schedule_that_cannot_be_inverted_gets_the_nodes_message(results):
+    """A rising SIGMAS or a single level at DDIM Invert's sigmas input: the node says what to connect."""
+    msgs = results["bad_sigmas"]
+    assert msgs["rising"] and "must decrease strictly" in msgs["rising"], msgs
+    assert msgs["one_level"] and "at least two noise levels" in msgs["one_level"], msgs

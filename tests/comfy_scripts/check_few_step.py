@@ -77,24 +77,31 @@ def turbo_sigmas(model, steps):
 
 
 def invert(family, model, lat, pos, steps):
-    """DDIM Invert as a user wires it; for SDXL Turbo the node's schedule is the SDTurboScheduler node's sigmas (the
-    node's scheduler list has no Turbo schedule, so its sigmas are put in the node's place of ComfyUI's schedulers)."""
+    """DDIM Invert as a user wires it; SDXL Turbo's schedule comes from the SDTurboScheduler node through the node's
+    ``sigmas`` input (as ComfyUI's SDXL Turbo example feeds SamplerCustom)."""
     if family != "sdxl_turbo":
         return N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", scheduler=SCHEDULER[family], steps=steps,
                                               strength=1.0, positive=pos)[0]
-    orig = C.comfy_sigmas
-    C.comfy_sigmas = lambda m, scheduler, n, strength: turbo_sigmas(m, n)
-    try:
-        return N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", steps=steps, strength=1.0, positive=pos)[0]
-    finally:
-        C.comfy_sigmas = orig
+    return N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", positive=pos, sigmas=turbo_sigmas(model, steps))[0]
+
+
+def bad_sigmas(model, lat, pos) -> dict:
+    """The node's own message for a schedule it cannot invert along (rising, or a single level)."""
+    out = {}
+    for name, sig in (("rising", torch.tensor([0.0, 1.0, 14.6])), ("one_level", torch.tensor([14.6]))):
+        try:
+            N["IQAMAP_DDIMInvert"].execute(model, lat, "edict", positive=pos, sigmas=sig)
+            out[name] = None
+        except ValueError as e:
+            out[name] = str(e)
+    return out
 
 
 def check(family, steps, model, vae, pos, img, prior):
     lat, = core_nodes.VAEEncode().encode(vae, img)
     inv = invert(family, model, lat, pos, steps)
     i = inv.inversion
-    r = {"sigmas": [float(s) for s in i.sigmas], "model_sampling": type(model.get_model_object("model_sampling"))
+    r = {"sigmas": [float(s) for s in i.sigmas], "steps": i.steps, "model_sampling": type(model.get_model_object("model_sampling"))
          .__mro__[1].__name__}
     back = C.run_in_comfy_sampler(model, lat["samples"], i.sigmas,
                                   lambda den, x: edict.sample(den, i.pair, i.sigmas, mix=i.mix, grad=None)[0].float(),
@@ -136,6 +143,10 @@ def main():
                 F.G.manual_seed(0)  # each family's weights are the same whichever cases run before it
                 built[family] = BUILD[family]()
             out[case] = check(family, int(steps), *built[family], img, prior)
+            if family == "sdxl_turbo" and "bad_sigmas" not in out:
+                m, v, pos = built[family][:3]
+                out["bad_sigmas"] = bad_sigmas(m, core_nodes.VAEEncode().encode(v, img)[0], pos)
+                out[case]["turbo_scheduler_sigmas"] = [float(x) for x in turbo_sigmas(m, int(steps))]
             out[case]["seconds"] = time.perf_counter() - t0
             print(case, json.dumps(out[case]), file=sys.stderr, flush=True)
     print("RESULT " + json.dumps(out))
