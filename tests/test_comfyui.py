@@ -95,7 +95,12 @@ def _run(server, prompt: dict, timeout=900) -> dict:
     return entry
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+#: Workflows as the previous release (0.3.0) saved them, before inputs were appended to DDIM Invert and Latent MAP
+#: Ascent: they must still load and run (new inputs take their defaults).
+SAVED = sorted((REPO / "tests" / "saved_workflows").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS + SAVED, ids=lambda p: p.stem)
 def test_shipped_workflow_runs(server, path):
     prompt = ui_to_api(json.loads(path.read_text()), server.get("/object_info"))
     if "cpu" not in path.stem:
