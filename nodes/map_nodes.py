@@ -53,7 +53,8 @@ class DDIMInvert(Node):
                      "KSampler's denoise: how deep into the noise schedule to go."),
         inputs=[
             Input("model", "MODEL", "A checkpoint MODEL (SD1.x/2.x/XL; flow-matching SD3, Flux.1, Flux.2, Chroma, "
-                  "Qwen-Image, Lumina 2 / Z-Image, AuraFlow) or an IQA-MAP pixel MODEL."),
+                  "Qwen-Image and -Edit, Lumina 2 / Z-Image, AuraFlow, HiDream, HunyuanImage 2.1; Kontext with its "
+                  "reference latent) or an IQA-MAP pixel MODEL."),
             Input("latent", "LATENT", "The photo, encoded with the same model's VAE (VAE Encode)."),
             Input("method", "COMBO", "edict: exact inversion (two coupled latents); ddim: approximate, for "
                   "comparison.", options=["edict", "ddim"], default="edict"),
